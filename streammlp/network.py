@@ -1,0 +1,310 @@
+"""The multilayer perceptron: parameters in one buffer, trained one sample at a time."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from . import kernels
+
+ACTIVATIONS = {"identity": kernels.IDENTITY, "logistic": kernels.LOGISTIC,
+               "tanh": kernels.TANH, "relu": kernels.RELU}
+OUTPUTS = {"logistic": kernels.LOGISTIC, "identity": kernels.IDENTITY, "softmax": kernels.SOFTMAX}
+LOSSES = {"sse": kernels.SSE, "cross_entropy": kernels.CROSS_ENTROPY}
+# (output, loss) pairs whose gradient the kernels implement.
+PAIRS = {("logistic", "sse"), ("identity", "sse"), ("softmax", "cross_entropy"),
+         ("logistic", "cross_entropy")}
+INITS = ("uniform", "glorot")
+DTYPES = ("float64", "float32")
+
+
+@dataclass(frozen=True)
+class Prequential:
+    """Test-then-train figures of one batch, from each row's forward pass before its update.
+
+    ``loss`` is the objective the gradient descends: ½·ΣFE² for ``sse``,
+    −ΣT·log p for cross-entropy. ``sse`` is ΣFE² whatever the loss.
+    """
+
+    n: int
+    sse: float
+    loss: float
+    correct: int
+    sample_loss: np.ndarray  # (n,) loss of each row
+    predicted: np.ndarray  # (n,) class predicted for each row
+    actual: np.ndarray  # (n,) class of each row's target
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.n
+
+
+class MLP:
+    """A multilayer perceptron trained online: one exact gradient step per sample, in order.
+
+    Parameters
+    ----------
+    layers
+        Units per layer, inputs first: ``[3, 4, 1]`` is the seed's 3-4-1 network.
+    activation
+        Hidden activation f_A: ``logistic`` (the seed's), ``tanh``, ``relu`` or ``identity``.
+    output
+        Output activation: ``logistic``, ``identity`` or ``softmax``.
+    loss
+        ``sse`` (½ summed squared error, the seed's) or ``cross_entropy``
+        (with ``softmax``, or ``logistic`` outputs).
+    lr
+        Learning rate: ``weight -= lr * gradient`` after every sample.
+    bias
+        Give every non-input unit a bias (a weight on a constant 1). With
+        ``bias=False`` the biases stay zero and are never updated.
+    init
+        ``uniform`` in [-1, 1] (the seed's) or ``glorot`` (uniform, scaled by
+        fan-in and fan-out, better for deep or wide nets). Biases start at zero.
+    seed
+        Seed of the initial weights; the same seed gives the same network.
+    dtype
+        ``float64`` (default) or ``float32``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> net = MLP([3, 4, 1], lr=1.0, bias=False, seed=0)
+    >>> net
+    MLP([3, 4, 1], activation='logistic', output='logistic', loss='sse', lr=1.0, bias=False, dtype='float64')
+    >>> X = np.random.default_rng(1).uniform(-1, 1, (2000, 3))
+    >>> result = net.learn(X, (X[:, 0] >= 0).astype(float))
+    >>> result.n, result.accuracy > 0.9
+    (2000, True)
+    >>> net.predict_class([[0.5, 0.1, -0.3], [-0.5, 0.2, 0.9]])
+    array([1, 0])
+    """
+
+    def __init__(self, layers: Sequence[int], activation: str = "logistic", output: str = "logistic",
+                 loss: str = "sse", lr: float = 0.1, bias: bool = True, init: str = "uniform",
+                 seed: int | None = None, dtype: str = "float64") -> None:
+        sizes = [int(n) for n in layers]
+        if len(sizes) < 2 or min(sizes) < 1:
+            raise ValueError(f"layers={list(layers)}; expected at least two positive sizes, "
+                             "inputs first, e.g. [3, 4, 1]")
+        _choose("activation", activation, ACTIVATIONS)
+        _choose("output", output, OUTPUTS)
+        _choose("loss", loss, LOSSES)
+        if (output, loss) not in PAIRS:
+            raise ValueError(f"output={output!r} with loss={loss!r} is not supported; use one of "
+                             f"{sorted(PAIRS)}")
+        if output == "softmax" and sizes[-1] < 2:
+            raise ValueError("softmax needs at least 2 outputs; use output='logistic' for one")
+        _choose("init", init, INITS)
+        _choose("dtype", dtype, DTYPES)
+        if not np.isfinite(lr) or lr <= 0:
+            raise ValueError(f"lr={lr}; expected a finite positive learning rate")
+        self.layers = sizes
+        self.activation, self.output, self.loss = activation, output, loss
+        self.lr, self.bias, self.init, self.seed, self.dtype = float(lr), bool(bias), init, seed, dtype
+
+        # One parameter buffer [W_0, b_0, W_1, b_1, ...]; weights and biases are views into it.
+        self.params = np.zeros(sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:])), dtype=dtype)
+        self.weights, self.biases, at = [], [], 0
+        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+            self.weights.append(self.params[at:at + n_in * n_out].reshape(n_in, n_out))
+            at += n_in * n_out
+            self.biases.append(self.params[at:at + n_out])
+            at += n_out
+        rng = np.random.default_rng(seed)
+        for W in self.weights:
+            limit = 1.0 if init == "uniform" else np.sqrt(6.0 / (W.shape[0] + W.shape[1]))
+            W[...] = rng.uniform(-limit, limit, W.shape)
+        # What the kernels take: tuples of the views, work buffers with a row per layer.
+        self._Ws, self._bs = tuple(self.weights), tuple(self.biases)
+        self._s_pre = np.zeros((len(sizes), max(sizes)), dtype=dtype)
+        self._s_post = np.zeros_like(self._s_pre)
+        self._delta = np.zeros_like(self._s_pre)
+        self._learn = kernels.learner(ACTIVATIONS[activation], OUTPUTS[output], LOSSES[loss])
+        self._predict = kernels.predictor(ACTIVATIONS[activation], OUTPUTS[output])
+        # Running prequential totals over everything learned so far.
+        self.samples = 0
+        self.sse_total = 0.0
+        self.loss_total = 0.0
+        self.correct_total = 0
+
+    def __repr__(self) -> str:
+        return (f"MLP({self.layers}, activation={self.activation!r}, output={self.output!r}, "
+                f"loss={self.loss!r}, lr={self.lr}, bias={self.bias}, dtype={self.dtype!r})")
+
+    @property
+    def n_inputs(self) -> int:
+        return self.layers[0]
+
+    @property
+    def n_outputs(self) -> int:
+        return self.layers[-1]
+
+    def spec(self) -> dict:
+        """The constructor arguments, enough to rebuild the same architecture."""
+        return dict(layers=self.layers, activation=self.activation, output=self.output,
+                    loss=self.loss, lr=self.lr, bias=self.bias, init=self.init, seed=self.seed,
+                    dtype=self.dtype)
+
+    # -- training and prediction -------------------------------------------------------------
+
+    def learn(self, X, y) -> Prequential:
+        """Train on the rows of ``X`` strictly in order, one gradient step per row.
+
+        ``y`` is ``(n,)`` or ``(n, outputs)`` targets, or integer class labels
+        (one-hot targets) for a net with several outputs. Everything is checked
+        before the first update: bad input raises ``ValueError`` and leaves the
+        model unchanged. Returns the batch's prequential figures.
+        """
+        X = self.check_inputs(X)
+        Y = self.check_targets(y, len(X))
+        n = len(X)
+        sample_loss = np.empty(n)
+        predicted = np.empty(n, dtype=np.int64)
+        actual = np.empty(n, dtype=np.int64)
+        sse = self._learn(self._Ws, self._bs, self.bias, self.params.dtype.type(self.lr), X, Y,
+                          self._s_pre, self._s_post, self._delta, sample_loss, predicted, actual)
+        result = Prequential(n=n, sse=float(sse), loss=float(sample_loss.sum()),
+                             correct=int(np.count_nonzero(predicted == actual)),
+                             sample_loss=sample_loss, predicted=predicted, actual=actual)
+        self.samples += n
+        self.sse_total += result.sse
+        self.loss_total += result.loss
+        self.correct_total += result.correct
+        return result
+
+    def predict(self, X) -> np.ndarray:
+        """Outputs S_postA,O of every row, shape ``(n, outputs)``; no training."""
+        X = self.check_inputs(X)
+        out = np.empty((len(X), self.n_outputs), dtype=self.params.dtype)
+        self._predict(self._Ws, self._bs, self.bias, X, self._s_pre, self._s_post, out)
+        return out
+
+    def predict_class(self, X) -> np.ndarray:
+        """Class of every row: output ≥ 0.5 for one output (the seed's rule), argmax for several."""
+        out = self.predict(X)
+        if self.n_outputs == 1:
+            return (out[:, 0] >= 0.5).astype(np.int64)
+        return out.argmax(axis=1)
+
+    # -- input checks: everything is validated before any update --------------------------------
+
+    def check_inputs(self, X) -> np.ndarray:
+        """``X`` as a C-contiguous ``(n, inputs)`` array of this net's dtype, or ``ValueError``."""
+        X = _as_numeric("X", X)
+        if X.ndim != 2:
+            raise ValueError(f"X has shape {X.shape}; expected (n, {self.n_inputs}) rows "
+                             "(one sample: X.reshape(1, -1))")
+        if X.shape[0] == 0:
+            raise ValueError("X is an empty batch; send at least one row")
+        if X.shape[1] != self.n_inputs:
+            raise ValueError(f"X has {X.shape[1]} columns; this network takes {self.n_inputs}")
+        with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf, caught next
+            X = np.ascontiguousarray(X, dtype=self.params.dtype)
+        _check_finite("X", X)
+        return X
+
+    def check_targets(self, y, n: int) -> np.ndarray:
+        """Targets as an ``(n, outputs)`` array of this net's dtype, or ``ValueError``."""
+        y = _as_numeric("y", y)
+        k = self.n_outputs
+        if y.shape[:1] != (n,):
+            raise ValueError(f"y has shape {y.shape} for {n} rows of X; expected {n} targets")
+        if y.ndim == 1 and k > 1:
+            if not np.issubdtype(y.dtype, np.integer):
+                raise ValueError(f"y is 1-D {y.dtype} but the network has {k} outputs; pass "
+                                 f"integer class labels 0..{k - 1} or an ({n}, {k}) array")
+            bad = (y < 0) | (y >= k)
+            if bad.any():
+                i = int(np.argmax(bad))
+                raise ValueError(f"label {y[i]} at row {i} is out of range; this network has "
+                                 f"{k} classes, 0..{k - 1}")
+            Y = np.zeros((n, k), dtype=self.params.dtype)
+            Y[np.arange(n), y] = 1.0
+            return Y
+        if y.ndim == 1:
+            y = y.reshape(n, 1)
+        if y.ndim != 2 or y.shape[1] != k:
+            raise ValueError(f"y has shape {y.shape}; expected ({n},) or ({n}, {k}) for a network "
+                             f"with {k} output{'s' if k > 1 else ''}")
+        with np.errstate(over="ignore"):
+            Y = np.ascontiguousarray(y, dtype=self.params.dtype)
+        _check_finite("y", Y)
+        return Y
+
+    # -- persistence ----------------------------------------------------------------------------
+
+    def state(self) -> dict:
+        """Everything needed to continue exactly: spec, parameters and counters."""
+        return dict(spec=self.spec(), params=self.params.copy(), samples=self.samples,
+                    sse_total=self.sse_total, loss_total=self.loss_total,
+                    correct_total=self.correct_total)
+
+    @classmethod
+    def from_state(cls, state: dict) -> "MLP":
+        """Rebuild a network from :meth:`state`, checking that the parameters fit the spec."""
+        net = cls(**state["spec"])
+        params = np.asarray(state["params"])
+        if params.shape != net.params.shape or params.dtype != net.params.dtype:
+            raise ValueError(f"parameters of shape {params.shape} and dtype {params.dtype} do not "
+                             f"fit {net!r}, which needs {net.params.shape} {net.params.dtype}")
+        net.params[...] = params
+        net.samples = int(state["samples"])
+        net.sse_total = float(state["sse_total"])
+        net.loss_total = float(state["loss_total"])
+        net.correct_total = int(state["correct_total"])
+        return net
+
+    # copy.deepcopy and pickle go through the state, so the copy's views share its own buffer.
+    def __getstate__(self) -> dict:
+        return self.state()
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(MLP.from_state(state).__dict__)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the network to an ``.npz`` file (atomically: temporary file, then rename)."""
+        state = self.state()
+        meta = {k: v for k, v in state.items() if k != "params"}
+        tmp = f"{os.fspath(path)}.tmp"
+        with open(tmp, "wb") as f:
+            np.savez(f, params=state["params"], meta=np.array(json.dumps(meta)))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "MLP":
+        """Read a network written by :meth:`save`."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(str(data["meta"]))
+                params = data["params"]
+        except (OSError, ValueError, KeyError) as e:
+            raise ValueError(f"{os.fspath(path)} is not a streammlp network file: {e}") from e
+        return cls.from_state({**meta, "params": params})
+
+
+def _choose(name: str, value: str, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r}; expected one of {', '.join(map(repr, allowed))}")
+
+
+def _as_numeric(name: str, a) -> np.ndarray:
+    try:
+        a = np.asarray(a)
+    except ValueError as e:  # ragged nested lists
+        raise ValueError(f"{name} is not a rectangular array: {e}") from None
+    if a.dtype.kind not in "biuf":
+        raise ValueError(f"{name} has dtype {a.dtype}; expected real numbers (bool, int or float)")
+    return a
+
+
+def _check_finite(name: str, a: np.ndarray) -> None:
+    if not np.isfinite(a).all():
+        i = int(np.argmax(~np.isfinite(a).reshape(len(a), -1).all(axis=1)))
+        raise ValueError(f"{name} has NaN or Inf in row {i}; clean or drop that row")

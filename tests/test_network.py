@@ -1,0 +1,255 @@
+"""MLP against independent oracles: finite differences and the plain NumPy reference."""
+
+import copy
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from streammlp import MLP, reference
+
+# (output, loss) pairs, each with a hidden activation; every hidden activation is also
+# covered with the default output. Kept small: each combination compiles once (~2 s).
+CASES = [("logistic", "logistic", "sse"), ("tanh", "logistic", "sse"), ("relu", "logistic", "sse"),
+         ("identity", "logistic", "sse"), ("logistic", "identity", "sse"),
+         ("logistic", "softmax", "cross_entropy"), ("logistic", "logistic", "cross_entropy")]
+
+
+def make(depth, activation="logistic", output="logistic", loss="sse", bias=True, dtype="float64",
+         lr=0.1, seed=0, inputs=3, outputs=2):
+    layers = [inputs] + [5, 4][: depth - 1] + [outputs]
+    net = MLP(layers, activation=activation, output=output, loss=loss, lr=lr, bias=bias,
+              seed=seed, dtype=dtype)
+    if bias:  # non-zero biases, so that their gradients are exercised from the first step
+        for b in net.biases:
+            b[...] = np.random.default_rng(seed + 1).uniform(-0.5, 0.5, b.shape)
+    return net
+
+
+def targets(output, n, k, rng):
+    if output == "softmax":
+        return np.eye(k)[rng.integers(0, k, n)]
+    return rng.uniform(0.05, 0.95, (n, k))
+
+
+def loss_of(weights, biases, x, T, activation, output, loss):
+    """The objective of one sample, from the reference's forward pass (no kernel code)."""
+    _, S_postA = reference.forward(weights, biases, x, activation, output)
+    p = S_postA[-1]
+    if loss == "sse":
+        return 0.5 * np.sum((p - T) ** 2)
+    if output == "softmax":
+        return -np.sum(T * np.log(p))
+    return -np.sum(T * np.log(p) + (1 - T) * np.log(1 - p))
+
+
+@pytest.mark.parametrize("activation,output,loss", CASES)
+@pytest.mark.parametrize("depth", [1, 2, 3])
+@pytest.mark.parametrize("bias", [True, False])
+def test_one_step_is_minus_lr_times_numerical_gradient(activation, output, loss, depth, bias, rng):
+    if depth == 1 and activation != "logistic":
+        pytest.skip("no hidden layer: the hidden activation plays no part")
+    net = make(depth, activation, output, loss, bias=bias, lr=0.3)
+    x = rng.uniform(-1, 1, 3)
+    T = targets(output, 1, 2, rng)[0]
+    weights = [w.copy() for w in net.weights]
+    biases = [b.copy() for b in net.biases]
+    params = weights + (biases if bias else [])
+    h = 1e-6
+    numerical = []
+    for p in params:
+        g = np.zeros_like(p)
+        for idx in np.ndindex(p.shape):
+            old = p[idx]
+            p[idx] = old + h
+            up = loss_of(weights, biases, x, T, activation, output, loss)
+            p[idx] = old - h
+            down = loss_of(weights, biases, x, T, activation, output, loss)
+            p[idx] = old
+            g[idx] = (up - down) / (2 * h)
+        numerical.append(g)
+    before = [p.copy() for p in (net.weights + (net.biases if bias else []))]
+    net.learn(x.reshape(1, -1), T.reshape(1, -1))
+    after = net.weights + (net.biases if bias else [])
+    step = np.concatenate([(a - b).ravel() for a, b in zip(after, before)])
+    expected = -0.3 * np.concatenate([g.ravel() for g in numerical])
+    assert np.linalg.norm(step - expected) <= 1e-6 * np.linalg.norm(expected)
+    if not bias:
+        assert all(not np.any(b) for b in net.biases)
+
+
+@pytest.mark.parametrize("activation,output,loss", CASES)
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_stream_matches_numpy_reference(activation, output, loss, depth, rng):
+    if depth == 1 and activation != "logistic":
+        pytest.skip("no hidden layer: the hidden activation plays no part")
+    net = make(depth, activation, output, loss, lr=0.2)
+    weights = [w.copy() for w in net.weights]
+    biases = [b.copy() for b in net.biases]
+    X = rng.uniform(-1, 1, (400, 3))
+    Y = targets(output, 400, 2, rng)
+    result = net.learn(X, Y)
+    expected_loss = reference.learn(weights, biases, X, Y, 0.2, activation, output, loss)
+    for got, want in zip(net.weights + net.biases, weights + biases):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+    # Prequential figures: each sample's loss and class from its forward pass before its update.
+    np.testing.assert_allclose(result.sample_loss, expected_loss, rtol=1e-10, atol=1e-12)
+    assert result.loss == pytest.approx(expected_loss.sum(), rel=1e-12)
+    assert np.array_equal(result.actual, Y.argmax(axis=1))
+    assert result.correct == np.count_nonzero(result.predicted == result.actual)
+
+
+def test_integer_labels_are_one_hot_targets(rng):
+    X = rng.uniform(-1, 1, (300, 3))
+    labels = rng.integers(0, 3, 300)
+    a = MLP([3, 6, 3], output="softmax", loss="cross_entropy", lr=0.1, seed=4)
+    b = copy.deepcopy(a)
+    ra = a.learn(X, labels)
+    rb = b.learn(X, np.eye(3)[labels])
+    assert np.array_equal(a.params, b.params)
+    assert np.array_equal(ra.actual, labels)
+    assert ra.correct == rb.correct
+
+
+def test_predict_and_classes_match_reference_forward(rng):
+    net = make(2, outputs=3, lr=0.1)
+    X = rng.uniform(-1, 1, (50, 3))
+    out = net.predict(X)
+    want = np.array([reference.forward(net.weights, net.biases, x)[1][-1] for x in X])
+    np.testing.assert_allclose(out, want, rtol=0, atol=1e-14)
+    assert np.array_equal(net.predict_class(X), want.argmax(axis=1))
+    one = make(2, outputs=1)
+    assert np.array_equal(one.predict_class(X), (one.predict(X)[:, 0] >= 0.5).astype(int))
+
+
+def test_float32_agrees_with_float64(rng):
+    X = rng.uniform(-1, 1, (2000, 3))
+    y = (X[:, 0] >= 0).astype(float)
+    a = MLP([3, 8, 1], lr=0.5, seed=5)
+    b = MLP([3, 8, 1], lr=0.5, seed=5, dtype="float32")
+    assert b.params.dtype == np.float32
+    np.testing.assert_array_equal(b.params, a.params.astype(np.float32))
+    ra, rb = a.learn(X, y), b.learn(X, y)
+    np.testing.assert_allclose(b.params, a.params, rtol=0, atol=2e-4)
+    assert abs(ra.correct - rb.correct) <= 5
+    assert ra.sse == pytest.approx(rb.sse, rel=1e-3)
+
+
+def test_seed_makes_the_same_network_and_glorot_is_scaled():
+    assert np.array_equal(MLP([4, 8, 2], seed=1).params, MLP([4, 8, 2], seed=1).params)
+    assert not np.array_equal(MLP([4, 8, 2], seed=1).params, MLP([4, 8, 2], seed=2).params)
+    uniform = MLP([200, 300, 2], seed=0)
+    glorot = MLP([200, 300, 2], init="glorot", seed=0)
+    assert 0.99 < np.abs(uniform.weights[0]).max() <= 1.0
+    limit = np.sqrt(6 / 500)
+    assert 0.99 * limit < np.abs(glorot.weights[0]).max() <= limit
+
+
+def test_weights_are_views_into_one_buffer():
+    net = MLP([3, 4, 2], seed=0)
+    net.weights[1][2, 1] = 42.0
+    net.biases[0][3] = -7.0
+    assert 42.0 in net.params and -7.0 in net.params
+    assert all(np.shares_memory(w, net.params) for w in net.weights + net.biases)
+    assert [w.shape for w in net.weights] == [(3, 4), (4, 2)]
+
+
+def test_save_load_round_trip_continues_identically(tmp_path, rng):
+    net = MLP([3, 5, 2], activation="tanh", output="softmax", loss="cross_entropy", lr=0.05,
+              seed=9, dtype="float32")
+    X, labels = rng.uniform(-1, 1, (500, 3)), rng.integers(0, 2, 500)
+    net.learn(X[:200], labels[:200])
+    net.save(tmp_path / "net.npz")
+    loaded = MLP.load(tmp_path / "net.npz")
+    assert loaded.spec() == net.spec()
+    assert loaded.params.dtype == np.float32 and np.array_equal(loaded.params, net.params)
+    assert (loaded.samples, loaded.correct_total, loaded.loss_total) == \
+        (net.samples, net.correct_total, net.loss_total)
+    ra, rb = net.learn(X[200:], labels[200:]), loaded.learn(X[200:], labels[200:])
+    assert np.array_equal(loaded.params, net.params)
+    assert np.array_equal(ra.sample_loss, rb.sample_loss)
+
+
+def test_load_refuses_what_is_not_a_network(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip file")
+    with pytest.raises(ValueError, match="not a streammlp network file"):
+        MLP.load(bad)
+
+
+# (expected message, X, y, outputs of the net, dtype of the net)
+BAD_INPUTS = [
+    ("X has 2 columns; this network takes 3", np.zeros((4, 2)), np.zeros(4), 1, "float64"),
+    ("expected \\(n, 3\\) rows", np.zeros(3), np.zeros(1), 1, "float64"),
+    ("empty batch", np.zeros((0, 3)), np.zeros(0), 1, "float64"),
+    ("X has NaN or Inf in row 2", np.array([[0, 0, 0]] * 2 + [[0, np.nan, 0]] + [[0, 0, 0]]),
+     np.zeros(4), 1, "float64"),
+    ("y has NaN or Inf in row 3", np.zeros((4, 3)), np.array([0, 0, 0, np.inf]), 1, "float64"),
+    ("y has shape \\(5,\\) for 4 rows", np.zeros((4, 3)), np.zeros(5), 1, "float64"),
+    ("X has dtype <U1", np.array([["a"] * 3] * 4), np.zeros(4), 1, "float64"),
+    ("label 3 at row 1 is out of range", np.zeros((4, 3)), np.array([0, 3, 1, 0]), 3, "float64"),
+    ("label -1 at row 0 is out of range", np.zeros((4, 3)), np.array([-1, 0, 1, 0]), 3, "float64"),
+    ("integer class labels", np.zeros((4, 3)), np.array([0.0, 1.0, 2.0, 0.0]), 3, "float64"),
+    ("y has shape \\(4, 2\\)", np.zeros((4, 3)), np.zeros((4, 2)), 3, "float64"),
+    ("not a rectangular array", [[1, 2, 3], [1, 2]], [0, 1], 1, "float64"),
+    # finite in float64, infinite once cast to the net's float32
+    ("X has NaN or Inf in row 0", np.full((1, 3), 1e300), np.zeros(1), 1, "float32"),
+]
+
+
+@pytest.mark.parametrize("message,X,y,outputs,dtype", BAD_INPUTS,
+                         ids=[b[0][:30] for b in BAD_INPUTS])
+def test_bad_input_raises_before_any_update(message, X, y, outputs, dtype):
+    net = MLP([3, 4, outputs], seed=0, dtype=dtype)
+    net.learn(np.ones((2, 3)), np.zeros(2, dtype=int))
+    before = net.params.copy(), net.samples
+    with pytest.raises(ValueError, match=message):
+        net.learn(X, y)
+    assert np.array_equal(net.params, before[0]) and net.samples == before[1]
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(layers=[3]), "at least two positive sizes"),
+    (dict(layers=[3, 0, 1]), "at least two positive sizes"),
+    (dict(layers=[3, 1], activation="sigmoid"), "activation='sigmoid'"),
+    (dict(layers=[3, 2], output="softmax"), "is not supported"),
+    (dict(layers=[3, 1], output="softmax", loss="cross_entropy"), "at least 2 outputs"),
+    (dict(layers=[3, 1], lr=-1), "lr=-1"),
+    (dict(layers=[3, 1], dtype="float16"), "dtype='float16'"),
+])
+def test_bad_construction_is_explained(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        MLP(**kwargs)
+
+
+@settings(max_examples=25, deadline=None)
+@given(layers=st.lists(st.integers(1, 6), min_size=2, max_size=4),
+       dtype=st.sampled_from(["float64", "float32"]), bias=st.booleans(),
+       n=st.integers(1, 40), seed=st.integers(0, 2**16))
+def test_any_shape_matches_reference(layers, dtype, bias, n, seed):
+    net = MLP(layers, lr=0.5, bias=bias, seed=seed, dtype=dtype)
+    r = np.random.default_rng(seed)
+    X = r.uniform(-1, 1, (n, layers[0]))
+    Y = r.uniform(0, 1, (n, layers[-1]))
+    weights = [w.astype(np.float64) for w in net.weights]
+    biases = [b.astype(np.float64) for b in net.biases]
+    # The reference runs in float64 on the float32-rounded data a float32 net sees.
+    Xd = X.astype(dtype).astype(np.float64)
+    Yd = Y.astype(dtype).astype(np.float64)
+    result = net.learn(X, Y)
+    reference.learn(weights, biases, Xd, Yd, 0.5, bias=bias)
+    atol = 1e-12 if dtype == "float64" else 1e-4
+    for got, want in zip(net.weights + net.biases, weights + biases):
+        np.testing.assert_allclose(got, want, rtol=0, atol=atol)
+    assert result.n == n and net.samples == n
+
+
+def test_a_deep_copy_is_an_independent_network(rng):
+    net = MLP([3, 4, 1], seed=0)
+    twin = copy.deepcopy(net)
+    X, y = rng.uniform(-1, 1, (50, 3)), rng.uniform(0, 1, 50)
+    net.learn(X, y)
+    assert not np.array_equal(net.params, twin.params)
+    assert all(np.shares_memory(w, twin.params) for w in twin.weights + twin.biases)
+    twin.learn(X, y)
+    assert np.array_equal(net.params, twin.params)

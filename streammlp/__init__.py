@@ -1,6 +1,7 @@
 """streammlp: an online trainer for multilayer perceptrons, one exact gradient step per sample."""
 
-from .network import MLP, Prequential
+from .metrics import StreamMetrics
+from .network import MLP, InputError, Prequential, read
 
-__all__ = ["MLP", "Prequential"]
+__all__ = ["MLP", "InputError", "Prequential", "StreamMetrics", "read"]
 __version__ = "0.1.0"

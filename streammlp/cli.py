@@ -47,6 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--drift", type=int, default=None, help="sample at which labels are permuted")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=demo)
+    commands.add_parser("serve", help="run the trainer service (streammlp serve --help)", add_help=False)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve"]:  # the service parses its own options
+        from service.trainer import main as serve
+        return serve(argv[1:])
     args = parser.parse_args(argv)
     return args.run(args)
 

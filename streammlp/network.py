@@ -22,6 +22,14 @@ INITS = ("uniform", "glorot")
 DTYPES = ("float64", "float32")
 
 
+class InputError(ValueError):
+    """Input a network cannot learn from; ``reason`` names the kind, for counting rejections."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class Prequential:
     """Test-then-train figures of one batch, from each row's forward pass before its update.
@@ -161,7 +169,10 @@ class MLP:
         model unchanged. Returns the batch's prequential figures.
         """
         X = self.check_inputs(X)
-        Y = self.check_targets(y, len(X))
+        return self.learn_checked(X, self.check_targets(y, len(X)))
+
+    def learn_checked(self, X: np.ndarray, Y: np.ndarray) -> Prequential:
+        """:meth:`learn` for arrays that :meth:`check_inputs` and :meth:`check_targets` returned."""
         n = len(X)
         sample_loss = np.empty(n)
         predicted = np.empty(n, dtype=np.int64)
@@ -197,12 +208,12 @@ class MLP:
         """``X`` as a C-contiguous ``(n, inputs)`` array of this net's dtype, or ``ValueError``."""
         X = _as_numeric("X", X)
         if X.ndim != 2:
-            raise ValueError(f"X has shape {X.shape}; expected (n, {self.n_inputs}) rows "
+            raise InputError("shape", f"X has shape {X.shape}; expected (n, {self.n_inputs}) rows "
                              "(one sample: X.reshape(1, -1))")
         if X.shape[0] == 0:
-            raise ValueError("X is an empty batch; send at least one row")
+            raise InputError("empty", "X is an empty batch; send at least one row")
         if X.shape[1] != self.n_inputs:
-            raise ValueError(f"X has {X.shape[1]} columns; this network takes {self.n_inputs}")
+            raise InputError("shape", f"X has {X.shape[1]} columns; this network takes {self.n_inputs}")
         with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf, caught next
             X = np.ascontiguousarray(X, dtype=self.params.dtype)
         _check_finite("X", X)
@@ -213,15 +224,15 @@ class MLP:
         y = _as_numeric("y", y)
         k = self.n_outputs
         if y.shape[:1] != (n,):
-            raise ValueError(f"y has shape {y.shape} for {n} rows of X; expected {n} targets")
+            raise InputError("shape", f"y has shape {y.shape} for {n} rows of X; expected {n} targets")
         if y.ndim == 1 and k > 1:
             if not np.issubdtype(y.dtype, np.integer):
-                raise ValueError(f"y is 1-D {y.dtype} but the network has {k} outputs; pass "
+                raise InputError("shape", f"y is 1-D {y.dtype} but the network has {k} outputs; pass "
                                  f"integer class labels 0..{k - 1} or an ({n}, {k}) array")
             bad = (y < 0) | (y >= k)
             if bad.any():
                 i = int(np.argmax(bad))
-                raise ValueError(f"label {y[i]} at row {i} is out of range; this network has "
+                raise InputError("label", f"label {y[i]} at row {i} is out of range; this network has "
                                  f"{k} classes, 0..{k - 1}")
             Y = np.zeros((n, k), dtype=self.params.dtype)
             Y[np.arange(n), y] = 1.0
@@ -229,7 +240,7 @@ class MLP:
         if y.ndim == 1:
             y = y.reshape(n, 1)
         if y.ndim != 2 or y.shape[1] != k:
-            raise ValueError(f"y has shape {y.shape}; expected ({n},) or ({n}, {k}) for a network "
+            raise InputError("shape", f"y has shape {y.shape}; expected ({n},) or ({n}, {k}) for a network "
                              f"with {k} output{'s' if k > 1 else ''}")
         with np.errstate(over="ignore"):
             Y = np.ascontiguousarray(y, dtype=self.params.dtype)
@@ -266,10 +277,15 @@ class MLP:
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(MLP.from_state(state).__dict__)
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the network to an ``.npz`` file (atomically: temporary file, then rename)."""
+    def save(self, path: str | os.PathLike, extra: dict | None = None) -> None:
+        """Write the network (and ``extra``, any JSON-able dict) to an ``.npz`` file.
+
+        Atomic: a temporary file is written and fsynced, then renamed over ``path``,
+        so a crash leaves either the old file or the new one, never half of one.
+        """
         state = self.state()
         meta = {k: v for k, v in state.items() if k != "params"}
+        meta["extra"] = extra or {}
         tmp = f"{os.fspath(path)}.tmp"
         with open(tmp, "wb") as f:
             np.savez(f, params=state["params"], meta=np.array(json.dumps(meta)))
@@ -280,13 +296,18 @@ class MLP:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "MLP":
         """Read a network written by :meth:`save`."""
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                meta = json.loads(str(data["meta"]))
-                params = data["params"]
-        except (OSError, ValueError, KeyError) as e:
-            raise ValueError(f"{os.fspath(path)} is not a streammlp network file: {e}") from e
-        return cls.from_state({**meta, "params": params})
+        return read(path)[0]
+
+
+def read(path: str | os.PathLike) -> tuple[MLP, dict]:
+    """A network written by :meth:`MLP.save` and the ``extra`` saved with it; ``ValueError`` if corrupt."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            params = data["params"]
+        return MLP.from_state({**meta, "params": params}), meta.get("extra", {})
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{os.fspath(path)} is not a streammlp network file: {e}") from e
 
 
 def _choose(name: str, value: str, allowed) -> None:
@@ -298,13 +319,13 @@ def _as_numeric(name: str, a) -> np.ndarray:
     try:
         a = np.asarray(a)
     except ValueError as e:  # ragged nested lists
-        raise ValueError(f"{name} is not a rectangular array: {e}") from None
+        raise InputError("shape", f"{name} is not a rectangular array: {e}") from None
     if a.dtype.kind not in "biuf":
-        raise ValueError(f"{name} has dtype {a.dtype}; expected real numbers (bool, int or float)")
+        raise InputError("dtype", f"{name} has dtype {a.dtype}; expected real numbers (bool, int or float)")
     return a
 
 
 def _check_finite(name: str, a: np.ndarray) -> None:
     if not np.isfinite(a).all():
         i = int(np.argmax(~np.isfinite(a).reshape(len(a), -1).all(axis=1)))
-        raise ValueError(f"{name} has NaN or Inf in row {i}; clean or drop that row")
+        raise InputError("non_finite", f"{name} has NaN or Inf in row {i}; clean or drop that row")

@@ -1,0 +1,1 @@
+"""The streammlp trainer service: ``python -m service`` or ``streammlp serve``."""

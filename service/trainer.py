@@ -1,0 +1,285 @@
+"""The trainer process: samples in over ZeroMQ, one gradient step each, weights and metrics out.
+
+A sample's path, start to end: ``samples`` socket (PULL) -> ``Trainer._drain``
+(decode and check every message, in arrival order) -> ``MLP.learn`` (one
+kernel call for all that arrived, one step per sample) -> ``StreamMetrics`` ->
+``publisher`` (PUB: ``weights``, ``metrics``, ``events``). The ``control``
+socket (ROUTER) answers ping, snapshot, stats, predict and save.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+import zmq
+
+from streammlp import protocol
+from streammlp.metrics import StreamMetrics
+from streammlp.network import MLP, read
+
+log = logging.getLogger("streammlp.service")
+
+INGEST = "tcp://127.0.0.1:5555"
+PUBLISH = "tcp://127.0.0.1:5556"
+CONTROL = "tcp://127.0.0.1:5557"
+POLL_MS = 100  # longest wait before the loop looks at timers and the stop flag
+MAX_DRAIN = 512  # messages taken off the ingest queue before training them in one call
+LINGER_MS = 1000  # how long a closing socket may still flush queued messages
+INGEST_HWM = 1000  # queued ingest messages before producers' PUSH sockets block
+
+
+class Trainer:
+    """Owns the network, the metrics and the three sockets; ``run()`` is the poll loop."""
+
+    def __init__(self, net: MLP, ingest: str = INGEST, publish: str = PUBLISH,
+                 control: str = CONTROL, publish_every_samples: int = 10_000,
+                 publish_every_ms: float = 200.0, checkpoint: str | None = None,
+                 checkpoint_every_s: float = 30.0, window: int = 1000, delay_ms: float = 0.0,
+                 rejected: dict | None = None) -> None:
+        self.net = net
+        self.metrics = StreamMetrics(classes=max(2, net.n_outputs), window=window)
+        self.metrics.samples, self.metrics.loss_total, self.metrics.correct_total = (
+            net.samples, net.loss_total, net.correct_total)
+        self.rejected: dict[str, int] = dict(rejected or {})
+        self.publish_every_samples = publish_every_samples
+        self.publish_every_s = publish_every_ms / 1000.0
+        self.checkpoint, self.checkpoint_every_s = checkpoint, checkpoint_every_s
+        self.delay_s = delay_ms / 1000.0
+        self.stopping = False
+        self._warm_up()
+
+        self.context = zmq.Context()
+        self.samples = self.context.socket(zmq.PULL)
+        self.samples.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES)
+        self.samples.setsockopt(zmq.RCVHWM, INGEST_HWM)
+        self.publisher = self.context.socket(zmq.PUB)
+        self.control = self.context.socket(zmq.ROUTER)
+        self.control.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES)
+        self.endpoints = {}
+        for name, sock, endpoint in (("ingest", self.samples, ingest),
+                                     ("publish", self.publisher, publish),
+                                     ("control", self.control, control)):
+            sock.bind(endpoint)
+            self.endpoints[name] = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    def _warm_up(self) -> None:
+        """Compile the kernels on a copy, so the first real sample sees no compile pause."""
+        twin = copy.deepcopy(self.net)
+        X = np.zeros((1, twin.n_inputs))
+        twin.learn(X, np.zeros((1, twin.n_outputs)))
+        twin.predict(X)
+
+    @property
+    def version(self) -> int:
+        """Samples trained so far: every published state is named by it."""
+        return self.net.samples
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.samples, zmq.POLLIN)
+        poller.register(self.control, zmq.POLLIN)
+        self.publish_state()
+        published_at = saved_at = time.monotonic()
+        published_version = self.version
+        while not self.stopping:
+            events = dict(poller.poll(POLL_MS))
+
+            # Samples: drain what is queued, train it in arrival order.
+            if self.samples in events:
+                self._drain()
+                if self.delay_s:
+                    time.sleep(self.delay_s)
+
+            # Control: one request per poll, so requests never starve training.
+            if self.control in events:
+                self._answer(self.control.recv_multipart())
+
+            # Timers: publish on sample count or time (metrics even when idle, as a
+            # heartbeat; weights only when they changed), checkpoint on time.
+            now = time.monotonic()
+            fresh = self.version - published_version
+            if fresh >= self.publish_every_samples or now - published_at >= self.publish_every_s:
+                self.publish_state(weights=fresh > 0)
+                published_at, published_version = now, self.version
+            if self.checkpoint and now - saved_at >= self.checkpoint_every_s:
+                self.save()
+                saved_at = now
+        self.close()
+
+    def _drain(self) -> None:
+        """Take up to ``MAX_DRAIN`` queued messages, reject the bad ones, train the rest at once."""
+        xs, ys = [], []
+        for _ in range(MAX_DRAIN):
+            try:
+                frame = self.samples.recv(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            try:
+                msg = protocol.decode_samples(frame.bytes)
+                x = self.net.check_inputs(msg.x)
+                y = self.net.check_targets(msg.y, len(x))
+            except ValueError as e:
+                self._reject(e, frame.bytes)
+                continue
+            xs.append(x)
+            ys.append(y)
+        if xs:
+            X = xs[0] if len(xs) == 1 else np.concatenate(xs)
+            Y = ys[0] if len(ys) == 1 else np.concatenate(ys)
+            self.metrics.update(self.net.learn_checked(X, Y))
+
+    def _reject(self, e: ValueError, frame: bytes) -> None:
+        reason = getattr(e, "reason", "invalid")
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+        producer = seq = None
+        try:  # name the sender when the frame is readable enough to say who it is
+            body = protocol.unpack(frame)
+            producer, seq = body.get("producer"), body.get("seq")
+        except ValueError:
+            pass
+        self._send(protocol.EVENTS, protocol.event_body(
+            "rejected", reason=reason, error=str(e), producer=producer, seq=seq))
+
+    def _answer(self, frames: list) -> None:
+        """Reply to one control request; the envelope (ROUTER identity, REQ delimiter) is kept."""
+        envelope, request = frames[:-1], frames[-1]
+        try:
+            body = protocol.unpack(request)
+            op = body.get("op")
+            if op == "ping":
+                reply = protocol.ok(version=self.version)
+            elif op == "snapshot":
+                reply = protocol.ok(**protocol.weights_body(self.net, self.version))
+            elif op == "stats":
+                reply = protocol.ok(**self.metrics_body())
+            elif op == "predict":
+                if "x" not in body:
+                    raise ValueError("predict needs 'x': a list of rows or a binary array")
+                X = self.net.check_inputs(protocol.decode_array("x", body["x"]))
+                outputs = self.net.predict(X)
+                classes = (outputs[:, 0] >= 0.5).astype(np.int64) if outputs.shape[1] == 1 \
+                    else outputs.argmax(axis=1)
+                reply = protocol.ok(outputs=protocol.encode_array(outputs),
+                                    classes=classes.tolist(), version=self.version)
+            elif op == "save":
+                if not self.checkpoint:
+                    raise ValueError("no checkpoint path: start the service with --checkpoint PATH")
+                self.save()
+                reply = protocol.ok(path=self.checkpoint, version=self.version)
+            else:
+                raise ValueError(f"unknown op {op!r}; expected ping, snapshot, stats, predict or save")
+        except ValueError as e:
+            reply = protocol.error(str(e))
+        self.control.send_multipart(envelope + [reply])
+
+    # -- output --------------------------------------------------------------------------------
+
+    def metrics_body(self) -> dict:
+        return {"v": protocol.VERSION, "version": self.version, "ts": time.time(),
+                **self.metrics.summary(), "rejected": dict(self.rejected)}
+
+    def _send(self, topic: bytes, body: dict) -> None:
+        self.publisher.send_multipart([topic, protocol.pack(body)])
+
+    def publish_state(self, weights: bool = True) -> None:
+        self.metrics.rate()
+        if weights:
+            self._send(protocol.WEIGHTS, protocol.weights_body(self.net, self.version))
+        self._send(protocol.METRICS, self.metrics_body())
+
+    def save(self) -> None:
+        self.net.save(self.checkpoint, extra={"rejected": self.rejected})
+
+    def close(self) -> None:
+        """Final checkpoint and publish, then close every socket with a bounded linger."""
+        if self.checkpoint:
+            self.save()
+        self.publish_state()
+        for sock in (self.samples, self.control, self.publisher):
+            sock.close(linger=LINGER_MS)
+        self.context.term()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="streammlp serve", description="Run the online trainer service.")
+    p.add_argument("--layers", default="3,4,1", help="units per layer, inputs first (default 3,4,1)")
+    p.add_argument("--lr", type=float, default=1.0)
+    p.add_argument("--no-bias", dest="bias", action="store_false")
+    p.add_argument("--activation", default="logistic")
+    p.add_argument("--output", default="logistic")
+    p.add_argument("--loss", default="sse")
+    p.add_argument("--init", default="uniform")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--dtype", default="float64")
+    p.add_argument("--ingest", default=INGEST)
+    p.add_argument("--publish", default=PUBLISH)
+    p.add_argument("--control", default=CONTROL)
+    p.add_argument("--publish-every-samples", type=int, default=10_000)
+    p.add_argument("--publish-every-ms", type=float, default=200.0)
+    p.add_argument("--window", type=int, default=1000, help="samples in the rolling metrics window")
+    p.add_argument("--checkpoint", default=None, help="file to save the model to, atomically")
+    p.add_argument("--checkpoint-every-s", type=float, default=30.0)
+    p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    p.add_argument("--delay-ms", type=float, default=0.0,
+                   help="sleep after each drained batch (to test back-pressure)")
+    return p.parse_args(argv)
+
+
+def build(args: argparse.Namespace) -> Trainer:
+    """The trainer the options describe; a fresh network, or the checkpoint's with --resume."""
+    try:
+        layers = [int(n) for n in args.layers.split(",")]
+    except ValueError:
+        raise ValueError(f"--layers {args.layers!r}: expected comma-separated sizes such as 3,4,1")
+    net = MLP(layers, activation=args.activation, output=args.output, loss=args.loss, lr=args.lr,
+              bias=args.bias, init=args.init, seed=args.seed, dtype=args.dtype)
+    rejected = None
+    if args.resume:
+        if not args.checkpoint:
+            raise ValueError("--resume needs --checkpoint PATH")
+        if not os.path.exists(args.checkpoint):
+            raise ValueError(f"--resume: no checkpoint at {args.checkpoint}")
+        saved, extra = read(args.checkpoint)
+        mismatched = {k: (v, net.spec()[k]) for k, v in saved.spec().items()
+                      if k not in ("seed", "init") and v != net.spec()[k]}
+        if mismatched:
+            raise ValueError(f"checkpoint {args.checkpoint} does not match the options: "
+                             + ", ".join(f"{k} is {a!r} there, {b!r} here" for k, (a, b) in mismatched.items()))
+        net, rejected = saved, extra.get("rejected")
+    return Trainer(net, ingest=args.ingest, publish=args.publish, control=args.control,
+                   publish_every_samples=args.publish_every_samples,
+                   publish_every_ms=args.publish_every_ms, checkpoint=args.checkpoint,
+                   checkpoint_every_s=args.checkpoint_every_s, window=args.window,
+                   delay_ms=args.delay_ms, rejected=rejected)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    args = parse_args(argv)
+    try:
+        trainer = build(args)
+    except ValueError as e:
+        log.error("streammlp serve: %s", e)
+        return 2
+
+    def stop(signum, frame):
+        trainer.stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    e = trainer.endpoints
+    # One line at start: the endpoints (as bound, with the port the OS chose) and the model.
+    print(f"streammlp serve: ready ingest={e['ingest']} publish={e['publish']} "
+          f"control={e['control']} version={trainer.version} model={trainer.net!r}", flush=True)
+    trainer.run()
+    log.info("streammlp serve: stopped at version %d", trainer.version)
+    return 0

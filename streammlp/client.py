@@ -1,0 +1,182 @@
+"""Clients of the trainer service: feed it samples, ask it questions, watch it learn.
+
+Examples
+--------
+A producer, a subscriber and a control client of a service on the default endpoints::
+
+    with Producer("tcp://127.0.0.1:5555") as producer:
+        producer.send(X, y)
+    with Subscriber("tcp://127.0.0.1:5556", "tcp://127.0.0.1:5557") as sub:
+        for topic, message in sub:            # weights first (the late-join snapshot)
+            ...
+    with Control("tcp://127.0.0.1:5557") as control:
+        control.predict(X)
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Iterator
+
+import numpy as np
+import zmq
+
+from . import protocol
+
+REQUEST_TIMEOUT = 2.0  # seconds a control request waits for its reply
+REQUEST_RETRIES = 3  # tries before a control request gives up
+
+
+class ServiceError(RuntimeError):
+    """The service answered ``{"ok": false, "error": ...}``."""
+
+
+class _Client:
+    """Context-manager plumbing shared by the clients: one socket, one context."""
+
+    def __init__(self, context: zmq.Context | None) -> None:
+        self.context = context or zmq.Context.instance()
+        self.socket: zmq.Socket | None = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self, linger: int = 1000) -> None:
+        if self.socket is not None:
+            self.socket.close(linger=linger)
+            self.socket = None
+
+
+class Producer(_Client):
+    """Sends samples to the service's ingest endpoint (PUSH).
+
+    ``send`` blocks while the service's queue is full (back-pressure), so
+    nothing sent is dropped; ``timeout`` (seconds) bounds that wait.
+    """
+
+    def __init__(self, endpoint: str = "tcp://127.0.0.1:5555", binary: bool = True,
+                 producer: str | None = None, timeout: float | None = None,
+                 context: zmq.Context | None = None) -> None:
+        super().__init__(context)
+        self.binary, self.producer = binary, producer
+        self.seq = 0
+        self.socket = self.context.socket(zmq.PUSH)
+        if timeout is not None:
+            self.socket.setsockopt(zmq.SNDTIMEO, int(timeout * 1000))
+        self.socket.connect(endpoint)
+
+    def send(self, X, y) -> None:
+        """Send rows ``X`` with targets ``y`` as one message (trained in order, one step each)."""
+        self.seq += 1
+        self.socket.send(protocol.encode_samples(X, y, producer=self.producer,
+                                                 seq=self.seq if self.producer else None,
+                                                 binary=self.binary))
+
+    def close(self, linger: int = -1) -> None:
+        """Close after every queued message is delivered (``linger=-1``: wait as long as it takes)."""
+        super().close(linger)
+
+
+class Control(_Client):
+    """Requests to the service's control endpoint, Lazy Pirate style: never hangs forever.
+
+    Each request waits ``timeout`` seconds for its reply; without one, the
+    socket is thrown away (linger 0) and the request sent again on a fresh one,
+    up to ``retries`` times, then ``TimeoutError``.
+    """
+
+    def __init__(self, endpoint: str = "tcp://127.0.0.1:5557", timeout: float = REQUEST_TIMEOUT,
+                 retries: int = REQUEST_RETRIES, context: zmq.Context | None = None) -> None:
+        super().__init__(context)
+        self.endpoint, self.timeout, self.retries = endpoint, timeout, retries
+
+    def request(self, op: str, **fields) -> dict:
+        """Send ``{"op": op, **fields}``; the reply's fields, or ``ServiceError``."""
+        request = protocol.pack({"op": op, **fields})
+        for _ in range(self.retries):
+            if self.socket is None:
+                self.socket = self.context.socket(zmq.REQ)
+                self.socket.connect(self.endpoint)
+            self.socket.send(request)
+            if self.socket.poll(int(self.timeout * 1000), zmq.POLLIN):
+                reply = protocol.unpack(self.socket.recv())
+                if not reply.get("ok"):
+                    raise ServiceError(reply.get("error", "the service gave no reason"))
+                reply.pop("ok")
+                return reply
+            self.close(linger=0)  # a REQ socket that lost its reply is stuck: start afresh
+        raise TimeoutError(f"no reply from {self.endpoint} to {op!r} after {self.retries} tries "
+                           f"of {self.timeout} s; is the service running?")
+
+    def ping(self) -> int:
+        """The service's version (samples trained)."""
+        return self.request("ping")["version"]
+
+    def snapshot(self) -> protocol.Weights:
+        return protocol.decode_weights(self.request("snapshot"))
+
+    def stats(self) -> dict:
+        return self.request("stats")
+
+    def predict(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """Outputs ``(n, outputs)`` and classes ``(n,)`` of the current model; no training."""
+        reply = self.request("predict", x=protocol.encode_array(np.asarray(X, dtype=np.float64)))
+        return protocol.decode_array("outputs", reply["outputs"]), np.array(reply["classes"])
+
+    def save(self) -> str:
+        """Checkpoint now; the path written."""
+        return self.request("save")["path"]
+
+
+class Subscriber(_Client):
+    """Versioned weights and metrics from the service's publish endpoint (SUB).
+
+    With a control endpoint, a late joiner gets the current weights at once
+    (the Clone pattern): it subscribes first, then asks for a snapshot, and
+    drops published weights whose version is not newer than what it has.
+    Iterating yields ``(topic, message)``: ``protocol.Weights`` for
+    ``"weights"``, dicts for ``"metrics"`` and ``"events"``.
+    """
+
+    def __init__(self, publish: str = "tcp://127.0.0.1:5556", control: str | None = None,
+                 topics: tuple[str, ...] = ("weights", "metrics", "events"),
+                 timeout: float | None = None, context: zmq.Context | None = None) -> None:
+        super().__init__(context)
+        self.timeout = timeout
+        self.version = -1  # newest weights version handed out
+        self.socket = self.context.socket(zmq.SUB)
+        for topic in topics:
+            self.socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        self.socket.connect(publish)
+        self._pending: list[tuple[str, object]] = []
+        if control is not None and "weights" in topics:
+            with Control(control, context=self.context) as c:
+                snapshot = c.snapshot()
+            self._pending.append(("weights", snapshot))
+            self.version = snapshot.version
+
+    def recv(self, timeout: float | None = None) -> tuple[str, object]:
+        """The next message; ``TimeoutError`` after ``timeout`` seconds (default: the constructor's)."""
+        if self._pending:
+            return self._pending.pop(0)
+        timeout = self.timeout if timeout is None else timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = -1 if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
+            if not self.socket.poll(wait, zmq.POLLIN):
+                raise TimeoutError(f"no message within {timeout} s")
+            topic, body = self.socket.recv_multipart()
+            message = protocol.unpack(body)
+            if topic == protocol.WEIGHTS:
+                if message["version"] <= self.version:
+                    continue  # older than the snapshot or a duplicate: never go backwards
+                self.version = message["version"]
+                return "weights", protocol.decode_weights(message)
+            return topic.decode(), message
+
+    def __iter__(self) -> Iterator[tuple[str, object]]:
+        while True:
+            yield self.recv()

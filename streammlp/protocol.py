@@ -1,0 +1,186 @@
+"""Wire protocol v1: every message the service sends or takes, encoded with msgpack.
+
+Numeric arrays travel as ``{"dtype": "<f8", "shape": [n, d], "data": <bin>}``:
+raw little-endian bytes, row-major, decoded with ``np.frombuffer`` (no
+per-element Python work). Plain lists of numbers are accepted too.
+
+- Ingest (PUSH -> PULL), one frame: ``{"v": 1, "x": X, "y": Y}`` with optional
+  ``"producer": str`` and ``"seq": int``.
+- Publish (PUB -> SUB), two frames ``[topic, body]``: ``weights``, ``metrics``, ``events``.
+- Control (REQ/DEALER -> ROUTER): ``{"op": ...}`` -> ``{"ok": true, ...}`` or
+  ``{"ok": false, "error": "..."}``.
+
+Nothing here touches sockets; the README documents the frames for other languages.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import msgpack
+import numpy as np
+
+from .network import InputError
+
+VERSION = 1
+WEIGHTS, METRICS, EVENTS = b"weights", b"metrics", b"events"
+MAX_MESSAGE_BYTES = 64 << 20  # ZMQ_MAXMSGSIZE on every socket that takes input
+MAX_ROWS = 1 << 20  # samples in one message
+ARRAY_DTYPES = ("<f4", "<f8", "<i4", "<i8")
+
+
+class ProtocolError(InputError):
+    """A message that cannot be decoded; ``reason`` is the short name it is counted under."""
+
+
+@dataclass
+class Samples:
+    """A decoded ingest message (arrays not yet checked against any network)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    producer: str | None = None
+    seq: int | None = None
+
+
+# -- arrays ----------------------------------------------------------------------------------
+
+def encode_array(a: np.ndarray) -> dict:
+    """A numeric array as the wire's binary array map (little-endian, row-major)."""
+    a = np.asarray(a)
+    if a.dtype.kind == "b":
+        a = a.astype("<i8")
+    a = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
+    if a.dtype.str not in ARRAY_DTYPES:
+        a = a.astype("<f8" if a.dtype.kind == "f" else "<i8")
+    return {"dtype": a.dtype.str, "shape": list(a.shape), "data": a.tobytes()}
+
+
+def decode_array(name: str, obj) -> np.ndarray:
+    """A binary array map or a (nested) list of numbers as an ndarray; ``ProtocolError`` if neither."""
+    if isinstance(obj, dict):
+        dtype, shape, data = obj.get("dtype"), obj.get("shape"), obj.get("data")
+        if dtype not in ARRAY_DTYPES:
+            raise ProtocolError("bad_array", f"{name}.dtype is {dtype!r}; expected one of {ARRAY_DTYPES}")
+        if (not isinstance(shape, list) or not 1 <= len(shape) <= 2
+                or not all(isinstance(s, int) and 0 <= s <= MAX_MESSAGE_BYTES for s in shape)):
+            raise ProtocolError("bad_array", f"{name}.shape is {shape!r}; expected [n] or [n, d]")
+        if not isinstance(data, bytes):
+            raise ProtocolError("bad_array", f"{name}.data is {type(data).__name__}; expected bin")
+        expected = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        if len(data) != expected:
+            raise ProtocolError("bad_array", f"{name}.data has {len(data)} bytes; shape {shape} "
+                                f"of {dtype} needs {expected}")
+        return np.frombuffer(data, dtype=dtype).reshape(shape)
+    if isinstance(obj, list):
+        try:
+            a = np.array(obj)
+        except ValueError as e:
+            raise ProtocolError("bad_array", f"{name} is not a rectangular list: {e}") from None
+        if a.dtype.kind not in "biuf" or a.ndim > 2:
+            raise ProtocolError("bad_array", f"{name} must be a list of numbers or of rows of "
+                                f"numbers; got {a.dtype} with {a.ndim} dimensions")
+        return a
+    raise ProtocolError("bad_array", f"{name} is {type(obj).__name__}; expected a list of rows "
+                        "or a binary array map {dtype, shape, data}")
+
+
+# -- framing -------------------------------------------------------------------------------------
+
+def pack(body: dict) -> bytes:
+    return msgpack.packb(body, use_bin_type=True)
+
+
+def unpack(frame: bytes) -> dict:
+    """One msgpack map from an untrusted frame.
+
+    ``unpackb`` caps every declared length by the frame's own size, and the
+    sockets cap frames at ``MAX_MESSAGE_BYTES``, so no frame can claim more memory.
+    """
+    try:
+        body = msgpack.unpackb(frame, raw=False, strict_map_key=True)
+    except (ValueError, TypeError, msgpack.UnpackException) as e:
+        raise ProtocolError("not_msgpack", f"frame is not one msgpack value: {e}") from None
+    if not isinstance(body, dict):
+        raise ProtocolError("bad_message", f"message is a {type(body).__name__}; expected a map")
+    return body
+
+
+# -- ingest --------------------------------------------------------------------------------------
+
+def encode_samples(X, y, producer: str | None = None, seq: int | None = None,
+                   binary: bool = True) -> bytes:
+    """An ingest message: binary arrays by default, plain lists with ``binary=False``."""
+    body: dict = {"v": VERSION}
+    if binary:
+        body["x"], body["y"] = encode_array(X), encode_array(y)
+    else:
+        body["x"], body["y"] = np.asarray(X).tolist(), np.asarray(y).tolist()
+    if producer is not None:
+        body["producer"] = producer
+    if seq is not None:
+        body["seq"] = seq
+    return pack(body)
+
+
+def decode_samples(frame: bytes) -> Samples:
+    body = unpack(frame)
+    if body.get("v") != VERSION:
+        raise ProtocolError("bad_version", f"message has v={body.get('v')!r}; this service speaks "
+                            f"v={VERSION}")
+    for key in ("x", "y"):
+        if key not in body:
+            raise ProtocolError("bad_message", f"message has no {key!r}; expected keys v, x, y")
+    producer, seq = body.get("producer"), body.get("seq")
+    if producer is not None and not isinstance(producer, str):
+        raise ProtocolError("bad_message", f"producer is {type(producer).__name__}; expected str")
+    if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool)):
+        raise ProtocolError("bad_message", f"seq is {type(seq).__name__}; expected int")
+    x, y = decode_array("x", body["x"]), decode_array("y", body["y"])
+    if len(x) > MAX_ROWS:
+        raise ProtocolError("too_large", f"message has {len(x)} rows; at most {MAX_ROWS}")
+    return Samples(x=x, y=y, producer=producer, seq=seq)
+
+
+# -- publish -------------------------------------------------------------------------------------
+
+def weights_body(net, version: int) -> dict:
+    """The ``weights`` message of a network: every layer's W and b as binary arrays."""
+    return {"v": VERSION, "version": version, "ts": time.time(),
+            "layers": [{"W": encode_array(W), "b": encode_array(b)}
+                       for W, b in zip(net.weights, net.biases)],
+            "activation": net.activation, "output": net.output}
+
+
+@dataclass
+class Weights:
+    """A decoded ``weights`` message: the same shapes as ``MLP.weights`` and ``MLP.biases``."""
+
+    version: int
+    ts: float
+    weights: list[np.ndarray]
+    biases: list[np.ndarray]
+    activation: str
+    output: str
+
+
+def decode_weights(body: dict) -> Weights:
+    return Weights(version=body["version"], ts=body["ts"],
+                   weights=[decode_array("W", layer["W"]) for layer in body["layers"]],
+                   biases=[decode_array("b", layer["b"]) for layer in body["layers"]],
+                   activation=body["activation"], output=body["output"])
+
+
+def event_body(kind: str, **fields) -> dict:
+    return {"v": VERSION, "ts": time.time(), "kind": kind, **fields}
+
+
+# -- control -------------------------------------------------------------------------------------
+
+def ok(**fields) -> bytes:
+    return pack({"ok": True, **fields})
+
+
+def error(message: str) -> bytes:
+    return pack({"ok": False, "error": message})

@@ -1,0 +1,237 @@
+"""The trainer service as a real process on 127.0.0.1: exact training, publishing, control, bad input."""
+
+import time
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+
+from streammlp import MLP, protocol
+from streammlp.client import Control, Producer, ServiceError, Subscriber
+from conftest import running_service
+
+SPEC = dict(layers=[3, 4, 1], lr=1.0, seed=1)
+ARGS = ("--layers", "3,4,1", "--lr", "1", "--seed", "1", "--publish-every-ms", "20")
+RECV_TIMEOUT = 10.0
+
+
+@pytest.fixture(scope="module")
+def service():
+    """One service shared by the tests of this module (it compiles once)."""
+    with running_service(*ARGS) as s:
+        yield s
+
+
+@pytest.fixture
+def control(service):
+    with Control(service.control, timeout=RECV_TIMEOUT) as c:
+        yield c
+
+
+def twin_of(control) -> MLP:
+    """A local network holding the service's current weights, to replay samples on."""
+    snap = control.snapshot()
+    net = MLP(**SPEC)
+    for mine, theirs in zip(net.weights + net.biases, snap.weights + snap.biases):
+        mine[...] = theirs
+    return net
+
+
+def wait_for_version(control, version: int, timeout: float = RECV_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while control.ping() < version:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"service stuck at version {control.ping()}, expected {version}")
+        time.sleep(0.01)
+
+
+def assert_same_weights(control, net: MLP) -> None:
+    snap = control.snapshot()
+    assert snap.version == control.ping()
+    for mine, theirs in zip(net.weights + net.biases, snap.weights + snap.biases):
+        np.testing.assert_allclose(theirs, mine, rtol=0, atol=1e-12)
+
+
+def test_pushed_samples_train_exactly_like_learn(service, control, rng):
+    net = twin_of(control)
+    start = control.ping()
+    X = rng.uniform(-1, 1, (3000, 3))
+    y = (X[:, 0] >= 0).astype(float)
+    cuts = [0, 1, 2, 50, 51, 800, 1500, 2999, 3000]  # batches of 1 to 700 rows, in order
+    with Producer(service.ingest) as p, Producer(service.ingest, binary=False) as lists:
+        for i, (a, b) in enumerate(zip(cuts[:-1], cuts[1:])):
+            (p if i % 2 else lists).send(X[a:b], y[a:b])
+            if i % 2 == 0:  # two sockets: wait, so that arrival order is send order
+                wait_for_version(control, start + b)
+    wait_for_version(control, start + 3000)
+    net.learn(X, y)
+    assert_same_weights(control, net)
+
+
+def test_late_joiner_gets_current_weights_and_versions_never_go_back(service, control, rng):
+    X = rng.uniform(-1, 1, (500, 3))
+    y = (X[:, 0] >= 0).astype(float)
+    now = control.ping() + 500
+    with Producer(service.ingest) as p:
+        p.send(X, y)
+    wait_for_version(control, now)
+    with Subscriber(service.publish, service.control, topics=("weights",),
+                    timeout=RECV_TIMEOUT) as sub:
+        topic, first = sub.recv(timeout=0)  # at once: the snapshot, no waiting for a publish
+        assert topic == "weights" and first.version == now
+        assert [w.shape for w in first.weights] == [(3, 4), (4, 1)]
+        versions = [first.version]
+        with Producer(service.ingest) as p:
+            for i in range(20):
+                p.send(X[i * 25:(i + 1) * 25], y[i * 25:(i + 1) * 25])
+        while versions[-1] < now + 500:
+            versions.append(sub.recv()[1].version)
+    assert versions == sorted(set(versions))  # strictly increasing
+
+
+def test_metrics_are_published_and_agree_with_stats(service, control):
+    with Subscriber(service.publish, topics=("metrics",), timeout=RECV_TIMEOUT) as sub:
+        topic, m = sub.recv()
+    assert topic == "metrics"
+    for key in ("version", "samples", "loss", "rolling_loss", "accuracy", "rolling_accuracy",
+                "samples_per_s", "rejected", "confusion"):
+        assert key in m
+    stats = control.stats()
+    assert stats["samples"] == stats["version"] == control.ping()
+    assert sum(map(sum, stats["confusion"])) == stats["samples"]
+
+
+def raw(body) -> bytes:
+    return msgpack.packb(body, use_bin_type=True)
+
+
+GOOD_X = [[0.1, 0.2, 0.3]]
+BAD_MESSAGES = [
+    ("not_msgpack", b"\xc1 not msgpack"),
+    ("not_msgpack", raw({"v": 1, "x": GOOD_X, "y": [1.0]})[:-3]),  # truncated
+    ("bad_message", raw([1, 2, 3])),
+    ("bad_message", raw({"v": 1, "x": GOOD_X})),
+    ("bad_version", raw({"v": 2, "x": GOOD_X, "y": [1.0]})),
+    ("bad_array", raw({"v": 1, "x": {"dtype": "<f8", "shape": [1, 3], "data": b"\0" * 23},
+                       "y": [1.0]})),
+    ("bad_array", raw({"v": 1, "x": {"dtype": ">f8", "shape": [1, 3], "data": b"\0" * 24},
+                       "y": [1.0]})),
+    ("bad_array", raw({"v": 1, "x": "hello", "y": [1.0]})),
+    ("bad_array", raw({"v": 1, "x": [[1, 2], [3]], "y": [1.0, 0.0]})),
+    ("shape", raw({"v": 1, "x": [[0.1, 0.2]], "y": [1.0]})),
+    ("shape", raw({"v": 1, "x": GOOD_X, "y": [1.0, 0.0]})),
+    ("non_finite", protocol.encode_samples(np.array([[0.1, np.nan, 0.3]]), [1.0])),
+    ("non_finite", protocol.encode_samples(np.array(GOOD_X), [np.inf])),
+    ("empty", protocol.encode_samples(np.zeros((0, 3)), np.zeros(0))),
+]
+
+
+def test_bad_messages_are_rejected_counted_reported_and_harmless(service, control, rng):
+    net = twin_of(control)
+    start, before = control.ping(), control.stats()["rejected"]
+    X = rng.uniform(-1, 1, (len(BAD_MESSAGES) + 1, 3))
+    y = (X[:, 0] >= 0).astype(float)
+    with Subscriber(service.publish, topics=("events",), timeout=RECV_TIMEOUT) as events, \
+            Producer(service.ingest) as p:
+        time.sleep(0.3)  # let the SUB connect before anything is published
+        p.send(X[:1], y[:1])
+        for i, (_, frame) in enumerate(BAD_MESSAGES):  # bad and good interleaved
+            p.socket.send(frame)
+            p.send(X[i + 1:i + 2], y[i + 1:i + 2])
+        reported = [events.recv()[1] for _ in BAD_MESSAGES]
+    wait_for_version(control, start + len(X))
+    assert [e["reason"] for e in reported] == [reason for reason, _ in BAD_MESSAGES]
+    assert all(e["kind"] == "rejected" and e["error"] for e in reported)
+    after = control.stats()["rejected"]
+    for reason in {r for r, _ in BAD_MESSAGES}:
+        expected = sum(r == reason for r, _ in BAD_MESSAGES)
+        assert after.get(reason, 0) - before.get(reason, 0) == expected, reason
+    net.learn(X, y)
+    assert_same_weights(control, net)
+    assert control.ping() == start + len(X)
+
+
+def test_rejected_event_names_the_producer(service):
+    with Subscriber(service.publish, topics=("events",), timeout=RECV_TIMEOUT) as events, \
+            Producer(service.ingest) as p:
+        time.sleep(0.3)
+        p.socket.send(raw({"v": 1, "x": [[1.0, 2.0]], "y": [1.0], "producer": "sensor-7",
+                           "seq": 41}))
+        event = events.recv()[1]
+    assert (event["producer"], event["seq"], event["reason"]) == ("sensor-7", 41, "shape")
+    assert "2 columns" in event["error"]
+
+
+def test_control_answers_every_request(service, control, rng):
+    X = rng.uniform(-1, 1, (5, 3))
+    outputs, classes = control.predict(X)
+    net = twin_of(control)
+    np.testing.assert_allclose(outputs, net.predict(X), rtol=0, atol=1e-15)
+    assert classes.tolist() == net.predict_class(X).tolist()
+    with pytest.raises(ServiceError, match="unknown op 'fly'"):
+        control.request("fly")
+    with pytest.raises(ServiceError, match="predict needs 'x'"):
+        control.request("predict")
+    with pytest.raises(ServiceError, match="X has 2 columns"):
+        control.predict([[1.0, 2.0]])
+    with pytest.raises(ServiceError, match="--checkpoint"):
+        control.save()
+    # Not msgpack, over a DEALER (no REQ envelope): still an error reply, never silence.
+    dealer = zmq.Context.instance().socket(zmq.DEALER)
+    try:
+        dealer.connect(service.control)
+        dealer.send(b"\xc1")
+        assert dealer.poll(int(RECV_TIMEOUT * 1000))
+        reply = msgpack.unpackb(dealer.recv())
+        assert reply["ok"] is False and "msgpack" in reply["error"]
+    finally:
+        dealer.close(linger=0)
+
+
+def test_stop_and_resume_continue_from_the_checkpoint(tmp_path, rng):
+    ckpt = str(tmp_path / "model.npz")
+    X = rng.uniform(-1, 1, (2000, 3))
+    y = (X[:, 0] >= 0).astype(float)
+    with running_service(*ARGS, "--checkpoint", ckpt) as s:
+        with Producer(s.ingest) as p:
+            p.send(X[:1200], y[:1200])
+            p.socket.send(b"junk")
+        with Control(s.control, timeout=RECV_TIMEOUT) as c:
+            wait_for_version(c, 1200)
+        assert s.stop() == 0
+    with running_service(*ARGS, "--checkpoint", ckpt, "--resume") as s:
+        with Control(s.control, timeout=RECV_TIMEOUT) as c:
+            assert c.ping() == 1200
+            assert c.stats()["rejected"] == {"not_msgpack": 1}
+            with Producer(s.ingest) as p:
+                p.send(X[1200:], y[1200:])
+            wait_for_version(c, 2000)
+            net = MLP(**SPEC)
+            net.learn(X, y)
+            assert_same_weights(c, net)
+            assert c.stats()["samples"] == 2000
+    with pytest.raises(RuntimeError, match="does not match"):
+        with running_service("--layers", "3,5,1", "--checkpoint", ckpt, "--resume"):
+            pass
+
+
+def test_corrupt_checkpoint_is_refused(tmp_path):
+    ckpt = tmp_path / "model.npz"
+    ckpt.write_bytes(b"garbage")
+    with pytest.raises(RuntimeError, match="not a streammlp network file"):
+        with running_service(*ARGS, "--checkpoint", str(ckpt), "--resume"):
+            pass
+
+
+def test_fast_producer_is_held_back_not_dropped(rng):
+    n = 20_000
+    X = rng.uniform(-1, 1, (n, 3))
+    y = (X[:, 0] >= 0).astype(float)
+    with running_service(*ARGS, "--delay-ms", "20") as s:
+        with Producer(s.ingest, timeout=60) as p:
+            for i in range(n):  # one sample per message, far faster than the slowed trainer
+                p.send(X[i:i + 1], y[i:i + 1])
+        with Control(s.control, timeout=RECV_TIMEOUT) as c:
+            wait_for_version(c, n, timeout=60)
+            assert c.stats()["samples"] == n and c.stats()["rejected"] == {}

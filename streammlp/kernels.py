@@ -43,22 +43,25 @@ SSE, CROSS_ENTROPY = 0, 1
 
 
 @njit(inline="always", **JIT)
-def _activate(code, s_pre, s_post, l, n):
-    """S_postA = f_A(S_preA) for the ``n`` units of row ``l`` (softmax over the row)."""
+def _activate(code, s_pre, s_post, l, n, one):
+    """S_postA = f_A(S_preA) for the ``n`` units of row ``l`` (softmax over the row).
+
+    ``one`` is 1 in the buffers' dtype: a float literal would turn float32 maths into float64.
+    """
     if code == LOGISTIC:
         for k in range(n):
-            s_post[l, k] = 1.0 / (1.0 + np.exp(-s_pre[l, k]))
+            s_post[l, k] = one / (one + np.exp(-s_pre[l, k]))
     elif code == TANH:
         for k in range(n):
             s_post[l, k] = np.tanh(s_pre[l, k])
     elif code == RELU:
         for k in range(n):
-            s_post[l, k] = s_pre[l, k] if s_pre[l, k] > 0 else 0.0
+            s_post[l, k] = s_pre[l, k] if s_pre[l, k] > 0 else one - one
     elif code == SOFTMAX:
         top = s_pre[l, 0]
         for k in range(1, n):
             top = max(top, s_pre[l, k])
-        total = 0.0
+        total = one - one
         for k in range(n):
             s_post[l, k] = np.exp(s_pre[l, k] - top)
             total += s_post[l, k]
@@ -70,19 +73,19 @@ def _activate(code, s_pre, s_post, l, n):
 
 
 @njit(inline="always", **JIT)
-def _derivative(code, s_pre, s_post):
+def _derivative(code, s_pre, s_post, one):
     """f_A'(S_preA) of one unit, from the values the forward pass already holds."""
     if code == LOGISTIC:
-        return s_post * (1.0 - s_post)
+        return s_post * (one - s_post)
     if code == TANH:
-        return 1.0 - s_post * s_post
+        return one - s_post * s_post
     if code == RELU:
-        return 1.0 if s_pre > 0 else 0.0
-    return 1.0
+        return one if s_pre > 0 else one - one
+    return one
 
 
 @njit(inline="always", **JIT)
-def _forward(Ws, bs, use_bias, hidden, output, X, n, s_pre, s_post):
+def _forward(Ws, bs, use_bias, hidden, output, X, n, s_pre, s_post, one):
     """Forward pass of row ``n`` of ``X``; fills rows 1.. of ``s_pre`` and ``s_post``."""
     n_layers = len(Ws)
     for k in range(X.shape[1]):
@@ -90,16 +93,16 @@ def _forward(Ws, bs, use_bias, hidden, output, X, n, s_pre, s_post):
     for l in range(n_layers):
         W, b = Ws[l], bs[l]
         for j in range(W.shape[1]):
-            s_pre[l + 1, j] = b[j] if use_bias else 0.0
+            s_pre[l + 1, j] = b[j] if use_bias else one - one
         for i in range(W.shape[0]):
             a_i = s_post[l, i]
             for j in range(W.shape[1]):
                 s_pre[l + 1, j] += a_i * W[i, j]
-        _activate(output if l == n_layers - 1 else hidden, s_pre, s_post, l + 1, W.shape[1])
+        _activate(output if l == n_layers - 1 else hidden, s_pre, s_post, l + 1, W.shape[1], one)
 
 
 @njit(inline="always", **JIT)
-def _output_error(output, loss, s_pre, s_post, delta, Y, n, top):
+def _output_error(output, loss, s_pre, s_post, delta, Y, n, top, one):
     """Set the output row ``top`` of ``delta`` to S_ERROR; return (ΣFE², loss) of row ``n``."""
     sse = 0.0
     value = 0.0
@@ -108,7 +111,7 @@ def _output_error(output, loss, s_pre, s_post, delta, Y, n, top):
         fe = s_post[top, j] - Y[n, j]  # FE = S_postA,O - T
         sse += fe * fe
         if loss == SSE:
-            delta[top, j] = fe * _derivative(output, s_pre[top, j], s_post[top, j])
+            delta[top, j] = fe * _derivative(output, s_pre[top, j], s_post[top, j], one)
         else:
             delta[top, j] = fe  # softmax or logistic with cross-entropy: f' cancels
     if loss == SSE:
@@ -145,13 +148,15 @@ def _classify(v, row, n):
 
 
 @functools.cache
-def learner(hidden: int, output: int, loss: int):
+def learner(hidden: int, output: int, loss: int, dtype: str):
     """The ``learn`` kernel for these activation and loss codes.
 
     The codes are constants of each specialisation, so LLVM drops the branches
-    on them from the per-sample loop (about 25 % faster on small nets). Each is
-    compiled on first use and cached on disk like any ``cache=True`` function.
+    on them from the per-sample loop (about 25 % faster on small nets), and so
+    is the scalar type, so float32 maths stays float32. Each is compiled on
+    first use and cached on disk like any ``cache=True`` function.
     """
+    real = np.dtype(dtype).type
 
     @njit(**JIT)
     def learn(Ws, bs, use_bias, lr, X, Y, s_pre, s_post, delta, sample_loss, predicted, actual):
@@ -161,12 +166,13 @@ def learner(hidden: int, output: int, loss: int):
         pass in ``sample_loss[n]``, ``predicted[n]`` and ``actual[n]`` (classes).
         Returns the batch's summed squared error (ΣFE² over rows and outputs).
         """
+        one = real(1.0)
         top = len(Ws)  # row of the output layer in the work buffers
         n_out = Y.shape[1]
         sse_total = 0.0
         for n in range(X.shape[0]):
-            _forward(Ws, bs, use_bias, hidden, output, X, n, s_pre, s_post)
-            sse, value = _output_error(output, loss, s_pre, s_post, delta, Y, n, top)
+            _forward(Ws, bs, use_bias, hidden, output, X, n, s_pre, s_post, one)
+            sse, value = _output_error(output, loss, s_pre, s_post, delta, Y, n, top, one)
             sse_total += sse
             sample_loss[n] = value
             predicted[n] = _classify(s_post, top, n_out)
@@ -178,10 +184,10 @@ def learner(hidden: int, output: int, loss: int):
                 W, b = Ws[l], bs[l]
                 for i in range(W.shape[0]):
                     if l > 0:
-                        acc = 0.0
+                        acc = one - one
                         for j in range(W.shape[1]):
                             acc += W[i, j] * delta[l + 1, j]
-                        delta[l, i] = acc * _derivative(hidden, s_pre[l, i], s_post[l, i])
+                        delta[l, i] = acc * _derivative(hidden, s_pre[l, i], s_post[l, i], one)
                     a_i = s_post[l, i]
                     for j in range(W.shape[1]):
                         W[i, j] -= lr * (delta[l + 1, j] * a_i)  # gradient = S_ERROR * S_postA
@@ -194,15 +200,17 @@ def learner(hidden: int, output: int, loss: int):
 
 
 @functools.cache
-def predictor(hidden: int, output: int):
-    """The ``predict`` kernel for these activation codes (see :func:`learner`)."""
+def predictor(hidden: int, output: int, dtype: str):
+    """The ``predict`` kernel for these activation codes and dtype (see :func:`learner`)."""
+    real = np.dtype(dtype).type
 
     @njit(**JIT)
     def predict(Ws, bs, use_bias, X, s_pre, s_post, out):
         """Forward pass of every row of ``X`` into ``out`` (n, outputs); no update."""
+        one = real(1.0)
         top = len(Ws)
         for n in range(X.shape[0]):
-            _forward(Ws, bs, use_bias, hidden, output, X, n, s_pre, s_post)
+            _forward(Ws, bs, use_bias, hidden, output, X, n, s_pre, s_post, one)
             for j in range(out.shape[1]):
                 out[n, j] = s_post[top, j]
 

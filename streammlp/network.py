@@ -132,8 +132,8 @@ class MLP:
         self._s_pre = np.zeros((len(sizes), max(sizes)), dtype=dtype)
         self._s_post = np.zeros_like(self._s_pre)
         self._delta = np.zeros_like(self._s_pre)
-        self._learn = kernels.learner(ACTIVATIONS[activation], OUTPUTS[output], LOSSES[loss])
-        self._predict = kernels.predictor(ACTIVATIONS[activation], OUTPUTS[output])
+        self._learn = kernels.learner(ACTIVATIONS[activation], OUTPUTS[output], LOSSES[loss], dtype)
+        self._predict = kernels.predictor(ACTIVATIONS[activation], OUTPUTS[output], dtype)
         # Running prequential totals over everything learned so far.
         self.samples = 0
         self.sse_total = 0.0

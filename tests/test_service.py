@@ -200,6 +200,7 @@ def test_stop_and_resume_continue_from_the_checkpoint(tmp_path, rng):
         with Control(s.control, timeout=RECV_TIMEOUT) as c:
             wait_for_version(c, 1200)
         assert s.stop() == 0
+        assert "stopped at version 1200" in s.log_text()
     with running_service(*ARGS, "--checkpoint", ckpt, "--resume") as s:
         with Control(s.control, timeout=RECV_TIMEOUT) as c:
             assert c.ping() == 1200

@@ -214,8 +214,7 @@ class MLP:
             raise InputError("empty", "X is an empty batch; send at least one row")
         if X.shape[1] != self.n_inputs:
             raise InputError("shape", f"X has {X.shape[1]} columns; this network takes {self.n_inputs}")
-        with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf, caught next
-            X = np.ascontiguousarray(X, dtype=self.params.dtype)
+        X = _kernel_ready(X, self.params.dtype)
         _check_finite("X", X)
         return X
 
@@ -242,8 +241,7 @@ class MLP:
         if y.ndim != 2 or y.shape[1] != k:
             raise InputError("shape", f"y has shape {y.shape}; expected ({n},) or ({n}, {k}) for a network "
                              f"with {k} output{'s' if k > 1 else ''}")
-        with np.errstate(over="ignore"):
-            Y = np.ascontiguousarray(y, dtype=self.params.dtype)
+        Y = _kernel_ready(y, self.params.dtype)
         _check_finite("y", Y)
         return Y
 
@@ -323,6 +321,17 @@ def _as_numeric(name: str, a) -> np.ndarray:
     if a.dtype.kind not in "biuf":
         raise InputError("dtype", f"{name} has dtype {a.dtype}; expected real numbers (bool, int or float)")
     return a
+
+
+def _kernel_ready(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``a`` as a writable C-contiguous array of ``dtype``, as the compiled kernels were built for.
+
+    A read-only array (``np.frombuffer`` over a received frame) is another type
+    to Numba: passing one would compile the kernels again, a pause of seconds.
+    """
+    with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf: caught later
+        a = np.ascontiguousarray(a, dtype=dtype)
+    return a if a.flags.writeable else a.copy()
 
 
 def _check_finite(name: str, a: np.ndarray) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 WAVEFORMS = ("sine", "square", "triangle", "sawtooth")
 
 
-def waveforms(n: int, window: int = 32, batch: int = 1024, noise: float = 0.3,
+def waveforms(n: int, window: int = 32, batch: int = 1024, noise: float = 0.2,
               drift_at: int | None = None, seed: int | None = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Windows of a noisy periodic signal; the class is its waveform (see ``WAVEFORMS``).
 
@@ -45,8 +45,39 @@ def waveforms(n: int, window: int = 32, batch: int = 1024, noise: float = 0.3,
         yield X, y
 
 
-def points(n: int, batch: int = 1024, seed: int | None = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def bands(n: int, window: int = 64, classes: int = 4, batch: int = 1024, noise: float = 0.5,
+          drift_at: int | None = None, seed: int | None = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Windows of a noisy tone; the class is which of ``classes`` equal frequency bands it is in.
+
+    Frequencies span 1 to ``window / 4`` cycles per window; phase and amplitude
+    (0.5 to 1.5) are random, plus Gaussian noise. From ``drift_at`` on, the
+    noise level doubles (concept drift of another kind: the task gets harder).
+
+    Examples
+    --------
+    >>> X, y = next(bands(6, window=32, seed=2))
+    >>> X.shape, int(y.max()) < 4
+    ((6, 32), True)
+    """
+    rng = np.random.default_rng(seed)
+    t = np.arange(window) / window
+    edges = np.linspace(1, window / 4, classes + 1)
+    for start in range(0, n, batch):
+        m = min(batch, n - start)
+        y = rng.integers(0, classes, m)
+        cycles = rng.uniform(edges[y], edges[y + 1])[:, None]
+        amplitude = rng.uniform(0.5, 1.5, (m, 1))
+        sigma = np.where(np.arange(start, start + m) >= (drift_at if drift_at is not None else n),
+                         2.0 * noise, noise)[:, None]
+        X = amplitude * np.sin(2 * np.pi * (cycles * t + rng.uniform(0, 1, (m, 1))))
+        yield X + sigma * rng.standard_normal((m, window)), y
+
+
+def points(n: int, batch: int = 1024, drift_at: int | None = None,
+           seed: int | None = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """The seed's data: 3-D points uniform in [-1, 1], class 1 when the first coordinate >= 0.
+
+    From ``drift_at`` on the classes swap (class 1 when the first coordinate < 0).
 
     Examples
     --------
@@ -56,5 +87,9 @@ def points(n: int, batch: int = 1024, seed: int | None = 0) -> Iterator[tuple[np
     """
     rng = np.random.default_rng(seed)
     for start in range(0, n, batch):
-        X = rng.uniform(-1, 1, (min(batch, n - start), 3))
-        yield X, (X[:, 0] >= 0).astype(np.float64)
+        m = min(batch, n - start)
+        X = rng.uniform(-1, 1, (m, 3))
+        y = X[:, 0] >= 0
+        if drift_at is not None:
+            y ^= np.arange(start, start + m) >= drift_at
+        yield X, y.astype(np.float64)

@@ -253,3 +253,15 @@ def test_a_deep_copy_is_an_independent_network(rng):
     assert all(np.shares_memory(w, twin.params) for w in twin.weights + twin.biases)
     twin.learn(X, y)
     assert np.array_equal(net.params, twin.params)
+
+
+def test_read_only_input_uses_the_compiled_kernels(rng):
+    """Arrays decoded from frames are read-only; they must not make Numba compile anew."""
+    net = MLP([3, 4, 1], seed=0)
+    X = rng.uniform(-1, 1, (10, 3))
+    net.learn(X, X[:, 0])
+    signatures = len(net._learn.signatures)
+    X.flags.writeable = False
+    net.learn(X, X[:, 0])
+    net.predict(X)
+    assert len(net._learn.signatures) == signatures

@@ -1,0 +1,83 @@
+"""A live view of a training stream's metrics: rich on a terminal, plain lines elsewhere."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+PLAIN_EVERY_S = 1.0  # plain output: at most one line per second
+
+
+def _figure(value, fmt: str) -> str:
+    return "-" if value is None or value != value else format(value, fmt)  # value != value: NaN
+
+
+def describe(m: dict) -> str:
+    """One line of the figures worth watching in a ``metrics`` message."""
+    rejected = sum(m.get("rejected", {}).values())
+    return (f"{m['samples']:>10,} samples  {_figure(m['samples_per_s'], ',.0f'):>9}/s  "
+            f"accuracy {_figure(m['accuracy'], '.1%')} (rolling {_figure(m['rolling_accuracy'], '.1%')})  "
+            f"loss {_figure(m['loss'], '.4f')} (rolling {_figure(m['rolling_loss'], '.4f')})"
+            + (f"  rejected {rejected:,}" if rejected else ""))
+
+
+class LiveDisplay:
+    """Shows each ``metrics`` message as it comes; use as a context manager.
+
+    On a terminal with ``rich`` installed, a table redrawn in place; otherwise
+    (a pipe, a log file, no rich) one plain line per second.
+    """
+
+    def __init__(self, title: str, total: int | None = None, stream=None) -> None:
+        self.title, self.total = title, total
+        self.stream = stream or sys.stdout
+        self._live = None
+        self._printed_at = 0.0
+        if self.stream.isatty():
+            try:
+                from rich.live import Live
+            except ImportError:
+                Live = None
+            if Live is not None:
+                self._live = Live(self._render(None), refresh_per_second=8, transient=False)
+
+    def __enter__(self) -> "LiveDisplay":
+        if self._live is not None:
+            self._live.__enter__()
+        else:
+            print(self.title, file=self.stream, flush=True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._live is not None:
+            self._live.__exit__(*exc)
+
+    def update(self, m: dict) -> None:
+        if self._live is not None:
+            self._live.update(self._render(m))
+        elif time.monotonic() - self._printed_at >= PLAIN_EVERY_S:
+            self._printed_at = time.monotonic()
+            print(describe(m), file=self.stream, flush=True)
+
+    def _render(self, m: dict | None):
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+
+        table = Table(title=self.title, show_header=False, box=None, title_justify="left")
+        table.add_column(style="bold")
+        table.add_column(justify="right")
+        if m is None:
+            table.add_row("waiting for the first metrics", "")
+            return table
+        done = f"{m['samples']:,}" + (f" / {self.total:,}" if self.total else "")
+        table.add_row("samples", done)
+        if self.total:
+            table.add_row("", ProgressBar(total=self.total, completed=min(m["samples"], self.total), width=40))
+        table.add_row("samples/s", _figure(m["samples_per_s"], ",.0f"))
+        table.add_row("accuracy", _figure(m["accuracy"], ".2%"))
+        table.add_row(f"rolling accuracy (last {m.get('window', '?')})", _figure(m["rolling_accuracy"], ".2%"))
+        table.add_row("loss", _figure(m["loss"], ".4f"))
+        table.add_row("rolling loss", _figure(m["rolling_loss"], ".4f"))
+        rejected = m.get("rejected") or {}
+        table.add_row("rejected", ", ".join(f"{k} {v:,}" for k, v in rejected.items()) or "0")
+        return table

@@ -1,0 +1,54 @@
+"""Learning curves: rolling accuracy and loss against samples, from recorded metrics messages."""
+
+from __future__ import annotations
+
+import json
+import os
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Metrics messages recorded one JSON object per line (``streammlp watch --jsonl``)."""
+    rows = []
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}, line {number}: not JSON ({e})") from None
+    if not rows:
+        raise ValueError(f"{path} holds no metrics messages")
+    return rows
+
+
+def learning_curve(history: list[dict], path: str | os.PathLike, title: str = "",
+                   drift_at: int | None = None) -> None:
+    """Write a PNG of rolling and cumulative accuracy and loss against samples trained.
+
+    Needs matplotlib (``pip install 'streammlp[demo]'``).
+    """
+    try:
+        import matplotlib
+    except ImportError:
+        raise RuntimeError("plotting needs matplotlib: pip install 'streammlp[demo]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    samples = [m["samples"] for m in history]
+    fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(8, 6), constrained_layout=True)
+    top.plot(samples, [m["rolling_accuracy"] for m in history], label="rolling")
+    top.plot(samples, [m["accuracy"] for m in history], label="cumulative", alpha=0.7)
+    top.set_ylabel("prequential accuracy")
+    top.set_ylim(0, 1)
+    bottom.plot(samples, [m["rolling_loss"] for m in history], label="rolling")
+    bottom.plot(samples, [m["loss"] for m in history], label="cumulative", alpha=0.7)
+    bottom.set_ylabel("prequential loss")
+    bottom.set_xlabel("samples trained")
+    for ax in (top, bottom):
+        if drift_at is not None:
+            ax.axvline(drift_at, color="red", linestyle="--", label="drift")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best")
+    top.set_title(title)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

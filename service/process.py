@@ -39,6 +39,7 @@ class ServiceProcess:
         except BaseException:
             self.stop()
             raise
+        self.prometheus = next(iter(re.findall(r"prometheus=(\S+)", line)), None)
         self.ingest = self.endpoints["ingest"]
         self.publish = self.endpoints["publish"]
         self.control = self.endpoints["control"]

@@ -24,6 +24,8 @@ from streammlp import protocol
 from streammlp.metrics import StreamMetrics
 from streammlp.network import MLP, read
 
+from .prometheus import PrometheusExporter
+
 log = logging.getLogger("streammlp.service")
 
 INGEST = "tcp://127.0.0.1:5555"
@@ -42,7 +44,7 @@ class Trainer:
                  control: str = CONTROL, publish_every_samples: int = 10_000,
                  publish_every_ms: float = 200.0, checkpoint: str | None = None,
                  checkpoint_every_s: float = 30.0, window: int = 1000, delay_ms: float = 0.0,
-                 rejected: dict | None = None) -> None:
+                 rejected: dict | None = None, prometheus_port: int | None = None) -> None:
         self.net = net
         self.metrics = StreamMetrics(classes=max(2, net.n_outputs), window=window)
         self.metrics.samples, self.metrics.loss_total, self.metrics.correct_total = (
@@ -54,6 +56,7 @@ class Trainer:
         self.delay_s = delay_ms / 1000.0
         self.stopping = False
         self._warm_up()
+        self.prometheus = None if prometheus_port is None else PrometheusExporter(prometheus_port)
 
         self.context = zmq.Context()
         self.samples = self.context.socket(zmq.PULL)
@@ -194,7 +197,10 @@ class Trainer:
         self.metrics.rate()
         if weights:
             self._send(protocol.WEIGHTS, protocol.weights_body(self.net, self.version))
-        self._send(protocol.METRICS, self.metrics_body())
+        body = self.metrics_body()
+        self._send(protocol.METRICS, body)
+        if self.prometheus:
+            self.prometheus.update(body)
 
     def save(self) -> None:
         self.net.save(self.checkpoint, extra={"rejected": self.rejected})
@@ -207,6 +213,8 @@ class Trainer:
         for sock in (self.samples, self.control, self.publisher):
             sock.close(linger=LINGER_MS)
         self.context.term()
+        if self.prometheus:
+            self.prometheus.close()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -229,6 +237,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoint", default=None, help="file to save the model to, atomically")
     p.add_argument("--checkpoint-every-s", type=float, default=30.0)
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    p.add_argument("--prometheus-port", type=int, default=None,
+                   help="serve Prometheus metrics on 127.0.0.1:PORT (0: a free port)")
     p.add_argument("--delay-ms", type=float, default=0.0,
                    help="sleep after each drained batch (to test back-pressure)")
     return p.parse_args(argv)
@@ -259,7 +269,7 @@ def build(args: argparse.Namespace) -> Trainer:
                    publish_every_samples=args.publish_every_samples,
                    publish_every_ms=args.publish_every_ms, checkpoint=args.checkpoint,
                    checkpoint_every_s=args.checkpoint_every_s, window=args.window,
-                   delay_ms=args.delay_ms, rejected=rejected)
+                   delay_ms=args.delay_ms, rejected=rejected, prometheus_port=args.prometheus_port)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -279,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     e = trainer.endpoints
     # One line at start: the endpoints (as bound, with the port the OS chose) and the model.
     print(f"streammlp serve: ready ingest={e['ingest']} publish={e['publish']} "
-          f"control={e['control']} version={trainer.version} model={trainer.net!r}", flush=True)
+          f"control={e['control']} version={trainer.version} model={trainer.net!r}"
+          + (f" prometheus={trainer.prometheus.url}" if trainer.prometheus else ""), flush=True)
     trainer.run()
     log.info("streammlp serve: stopped at version %d", trainer.version)
     return 0

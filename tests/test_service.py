@@ -236,3 +236,25 @@ def test_fast_producer_is_held_back_not_dropped(rng):
         with Control(s.control, timeout=RECV_TIMEOUT) as c:
             wait_for_version(c, n, timeout=60)
             assert c.stats()["samples"] == n and c.stats()["rejected"] == {}
+
+
+def test_prometheus_exposition_follows_the_metrics(rng):
+    import urllib.request
+
+    X = rng.uniform(-1, 1, (700, 3))
+    with running_service(*ARGS, "--prometheus-port", "0") as s:
+        with Producer(s.ingest) as p:
+            p.send(X, (X[:, 0] >= 0).astype(float))
+            p.socket.send(b"junk")
+            p.socket.send(raw({"v": 1, "x": [[1.0]], "y": [1.0]}))
+        with Control(s.control, timeout=RECV_TIMEOUT) as c:
+            wait_for_version(c, 700)
+            stats = c.stats()
+        time.sleep(0.2)  # one more publish interval: the exporter is refreshed on publish
+        with urllib.request.urlopen(s.prometheus, timeout=RECV_TIMEOUT) as response:
+            text = response.read().decode()
+    assert "streammlp_samples_total 700.0" in text
+    assert 'streammlp_rejected_total{reason="not_msgpack"} 1.0' in text
+    assert 'streammlp_rejected_total{reason="shape"} 1.0' in text
+    accuracy = float(text.split("\nstreammlp_accuracy ")[1].split()[0])
+    assert accuracy == pytest.approx(stats["accuracy"])

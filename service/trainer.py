@@ -33,6 +33,7 @@ PUBLISH = "tcp://127.0.0.1:5556"
 CONTROL = "tcp://127.0.0.1:5557"
 POLL_MS = 100  # longest wait before the loop looks at timers and the stop flag
 MAX_DRAIN = 512  # messages taken off the ingest queue before training them in one call
+MAX_DRAIN_BYTES = 64 << 20  # ... or bytes, so a drain of large messages stays bounded in memory
 LINGER_MS = 1000  # how long a closing socket may still flush queued messages
 INGEST_HWM = 1000  # queued ingest messages before producers' PUSH sockets block
 
@@ -119,26 +120,31 @@ class Trainer:
         self.close()
 
     def _drain(self) -> None:
-        """Take up to ``MAX_DRAIN`` queued messages, reject the bad ones, train the rest at once."""
-        xs, ys = [], []
-        for _ in range(MAX_DRAIN):
+        """Take what is queued (up to ``MAX_DRAIN`` messages or bytes), train the good messages
+        in one kernel call, in arrival order, and reject the bad ones whole."""
+        frames, decoded, size = [], [], 0
+        while len(frames) < MAX_DRAIN and size < MAX_DRAIN_BYTES:
             try:
-                frame = self.samples.recv(zmq.NOBLOCK, copy=False)
+                frame = self.samples.recv(zmq.NOBLOCK)
             except zmq.Again:
                 break
+            frames.append(frame)
+            size += len(frame)
             try:
-                msg = protocol.decode_samples(frame.bytes)
-                x = self.net.check_inputs(msg.x)
-                y = self.net.check_targets(msg.y, len(x))
-            except ValueError as e:
-                self._reject(e, frame.bytes)
-                continue
-            xs.append(x)
-            ys.append(y)
-        if xs:
-            X = xs[0] if len(xs) == 1 else np.concatenate(xs)
-            Y = ys[0] if len(ys) == 1 else np.concatenate(ys)
-            self.metrics.update(self.net.learn_checked(X, Y))
+                decoded.append(protocol.decode_samples(frame))
+            except protocol.ProtocolError as e:
+                decoded.append(e)
+        if not frames:
+            return
+        good = [i for i, m in enumerate(decoded) if isinstance(m, protocol.Samples)]
+        errors = {i: m for i, m in enumerate(decoded) if not isinstance(m, protocol.Samples)}
+        if good:
+            X, Y, bad = self.net.check_many([(decoded[i].x, decoded[i].y) for i in good])
+            errors.update((good[j], e) for j, e in bad.items())
+            if X is not None:
+                self.metrics.update(self.net.learn_checked(X, Y))
+        for i in sorted(errors):  # reported in arrival order
+            self._reject(errors[i], frames[i])
 
     def _reject(self, e: ValueError, frame: bytes) -> None:
         reason = getattr(e, "reason", "invalid")

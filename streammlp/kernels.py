@@ -215,3 +215,14 @@ def predictor(hidden: int, output: int, dtype: str):
                 out[n, j] = s_post[top, j]
 
     return predict
+
+
+@njit(**JIT)
+def ewma(values, mean, alpha):
+    """The exponentially weighted mean after taking ``values`` in turn, from ``mean``.
+
+    A NaN ``mean`` (nothing seen yet) starts from the first value.
+    """
+    for v in values:
+        mean = v if mean != mean else mean + alpha * (v - mean)
+    return mean

@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 
+from . import kernels
 from .network import Prequential
 
 
@@ -63,13 +64,10 @@ class StreamMetrics:
         self.samples += n
         self.loss_total += result.loss
         self.correct_total += int(np.count_nonzero(correct))
-        np.add.at(self.confusion, (result.actual, result.predicted), 1)
-        # EW loss over the batch in closed form: ew <- (1-a)^n ew + Σ a (1-a)^(n-1-i) loss_i.
-        decay = (1.0 - self.alpha) ** np.arange(n - 1, -1, -1)
-        fresh = self.alpha * float(decay @ result.sample_loss)
-        if np.isnan(self.ew_loss):  # start from the first sample's loss, not from 0
-            self.ew_loss = float(result.sample_loss[0])
-        self.ew_loss = (1.0 - self.alpha) ** n * self.ew_loss + fresh
+        k = len(self.confusion)
+        self.confusion += np.bincount(result.actual * k + result.predicted,
+                                      minlength=k * k).reshape(k, k)
+        self.ew_loss = float(kernels.ewma(result.sample_loss, self.ew_loss, self.alpha))
         # Only the last `window` samples of the batch can stay in the window.
         tail = min(n, self.window)
         slots = (self._next + np.arange(tail)) % self.window

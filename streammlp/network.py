@@ -245,6 +245,38 @@ class MLP:
         _check_finite("y", Y)
         return Y
 
+    def check_many(self, messages: list[tuple[np.ndarray, np.ndarray]]
+                   ) -> tuple[np.ndarray | None, np.ndarray | None, dict[int, InputError]]:
+        """Check several ``(x, y)`` messages: the rows of the good ones, in order, and each bad one's error.
+
+        The verdicts are those of :meth:`check_inputs` and :meth:`check_targets`
+        message by message, but a stream of small messages is checked fast: when
+        every message has the same dtypes and dimensions and as many targets as
+        rows, all rows are checked in one pass (every check is per row once that
+        holds); only if that fails is each message checked alone.
+        """
+        x0, y0 = messages[0]
+        uniform = len(messages) > 1 and all(
+            x.dtype == x0.dtype and y.dtype == y0.dtype and x.ndim == 2 and y.ndim == y0.ndim
+            and 0 < len(x) == len(y) for x, y in messages)
+        if uniform:
+            try:
+                X = self.check_inputs(np.concatenate([x for x, _ in messages]))
+                return X, self.check_targets(np.concatenate([y for _, y in messages]), len(X)), {}
+            except ValueError:  # a bad message (or unequal widths): find it below
+                pass
+        xs, ys, errors = [], [], {}
+        for i, (x, y) in enumerate(messages):
+            try:
+                x = self.check_inputs(x)
+                ys.append(self.check_targets(y, len(x)))
+                xs.append(x)
+            except InputError as e:
+                errors[i] = e
+        if not xs:
+            return None, None, errors
+        return (xs[0], ys[0], errors) if len(xs) == 1 else (np.concatenate(xs), np.concatenate(ys), errors)
+
     # -- persistence ----------------------------------------------------------------------------
 
     def state(self) -> dict:
@@ -329,9 +361,12 @@ def _kernel_ready(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
     A read-only array (``np.frombuffer`` over a received frame) is another type
     to Numba: passing one would compile the kernels again, a pause of seconds.
     """
-    with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf: caught later
-        a = np.ascontiguousarray(a, dtype=dtype)
-    return a if a.flags.writeable else a.copy()
+    if a.dtype != dtype:
+        with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf: caught later
+            a = a.astype(dtype, order="C")
+    elif not a.flags.c_contiguous or not a.flags.writeable:
+        a = a.copy(order="C")
+    return a
 
 
 def _check_finite(name: str, a: np.ndarray) -> None:

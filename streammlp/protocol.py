@@ -15,6 +15,7 @@ Nothing here touches sockets; the README documents the frames for other language
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -28,6 +29,7 @@ WEIGHTS, METRICS, EVENTS = b"weights", b"metrics", b"events"
 MAX_MESSAGE_BYTES = 64 << 20  # ZMQ_MAXMSGSIZE on every socket that takes input
 MAX_ROWS = 1 << 20  # samples in one message
 ARRAY_DTYPES = ("<f4", "<f8", "<i4", "<i8")
+_ARRAY_DTYPES = {name: np.dtype(name) for name in ARRAY_DTYPES}
 
 
 class ProtocolError(InputError):
@@ -47,32 +49,42 @@ class Samples:
 # -- arrays ----------------------------------------------------------------------------------
 
 def encode_array(a: np.ndarray) -> dict:
-    """A numeric array as the wire's binary array map (little-endian, row-major)."""
+    """A numeric array as the wire's binary array map (little-endian, row-major).
+
+    Other dtypes travel as ``<f8`` (floats) or ``<i8`` (bool and integers).
+    """
     a = np.asarray(a)
-    if a.dtype.kind == "b":
-        a = a.astype("<i8")
-    a = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
-    if a.dtype.str not in ARRAY_DTYPES:
+    if a.dtype.str not in _ARRAY_DTYPES:
         a = a.astype("<f8" if a.dtype.kind == "f" else "<i8")
     return {"dtype": a.dtype.str, "shape": list(a.shape), "data": a.tobytes()}
+
+
+def _valid_shape(shape) -> bool:
+    """``[n]`` or ``[n, d]`` of sensible sizes (written out: this runs for every message)."""
+    if type(shape) is not list or not 1 <= len(shape) <= 2:
+        return False
+    n = shape[0]
+    d = shape[1] if len(shape) == 2 else 0
+    return type(n) is int and type(d) is int and 0 <= n <= MAX_MESSAGE_BYTES and 0 <= d <= MAX_MESSAGE_BYTES
 
 
 def decode_array(name: str, obj) -> np.ndarray:
     """A binary array map or a (nested) list of numbers as an ndarray; ``ProtocolError`` if neither."""
     if isinstance(obj, dict):
-        dtype, shape, data = obj.get("dtype"), obj.get("shape"), obj.get("data")
-        if dtype not in ARRAY_DTYPES:
-            raise ProtocolError("bad_array", f"{name}.dtype is {dtype!r}; expected one of {ARRAY_DTYPES}")
-        if (not isinstance(shape, list) or not 1 <= len(shape) <= 2
-                or not all(isinstance(s, int) and 0 <= s <= MAX_MESSAGE_BYTES for s in shape)):
+        dtype, shape, data = _ARRAY_DTYPES.get(obj.get("dtype")), obj.get("shape"), obj.get("data")
+        if dtype is None:
+            raise ProtocolError("bad_array", f"{name}.dtype is {obj.get('dtype')!r}; expected one of "
+                                f"{ARRAY_DTYPES}")
+        if not _valid_shape(shape):
             raise ProtocolError("bad_array", f"{name}.shape is {shape!r}; expected [n] or [n, d]")
-        if not isinstance(data, bytes):
+        if type(data) is not bytes:
             raise ProtocolError("bad_array", f"{name}.data is {type(data).__name__}; expected bin")
-        expected = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        expected = math.prod(shape) * dtype.itemsize
         if len(data) != expected:
             raise ProtocolError("bad_array", f"{name}.data has {len(data)} bytes; shape {shape} "
-                                f"of {dtype} needs {expected}")
-        return np.frombuffer(data, dtype=dtype).reshape(shape)
+                                f"of {dtype.str} needs {expected}")
+        a = np.frombuffer(data, dtype=dtype)
+        return a if len(shape) == 1 else a.reshape(shape)
     if isinstance(obj, list):
         try:
             a = np.array(obj)

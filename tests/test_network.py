@@ -265,3 +265,40 @@ def test_read_only_input_uses_the_compiled_kernels(rng):
     net.learn(X, X[:, 0])
     net.predict(X)
     assert len(net._learn.signatures) == signatures
+
+
+def messages_for(outputs, rng):
+    """A mix of good and bad (x, y) messages for a net of 3 inputs."""
+    def good(n):
+        y = rng.integers(0, outputs, n) if outputs > 1 else rng.uniform(0, 1, n)
+        return rng.uniform(-1, 1, (n, 3)), y
+    nan_x = good(4)[0]
+    nan_x[2, 1] = np.nan
+    return [
+        good(1), good(5), (rng.uniform(-1, 1, (2, 2)), good(2)[1]), good(3),
+        (nan_x, good(4)[1]), good(1), (good(2)[0], good(3)[1]), (np.zeros((0, 3)), good(0)[1]),
+        (good(2)[0], np.array([0, outputs])), (good(2)[0], np.array([True, False])),
+        (good(2)[0].astype(np.float32), good(2)[1]), good(2),
+    ]
+
+
+@pytest.mark.parametrize("outputs", [1, 3])
+def test_check_many_gives_each_message_its_own_verdict(outputs, rng):
+    net = MLP([3, 4, outputs], seed=0, output="softmax" if outputs > 1 else "logistic",
+              loss="cross_entropy" if outputs > 1 else "sse")
+    messages = messages_for(outputs, rng)
+    xs, ys, expected = [], [], {}
+    for i, (x, y) in enumerate(messages):
+        try:
+            x = net.check_inputs(x)
+            ys.append(net.check_targets(y, len(x)))
+            xs.append(x)
+        except ValueError as e:
+            expected[i] = str(e)
+    X, Y, errors = net.check_many(messages)
+    assert {i: str(e) for i, e in errors.items()} == expected and len(expected) >= 4
+    assert np.array_equal(X, np.concatenate(xs)) and np.array_equal(Y, np.concatenate(ys))
+    # All good and alike: the one-pass path gives the same rows.
+    good = [m for i, m in enumerate(messages) if i not in expected and m[0].dtype == np.float64]
+    X2, Y2, errors2 = net.check_many(good)
+    assert not errors2 and len(X2) == sum(len(x) for x, _ in good)

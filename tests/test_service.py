@@ -258,3 +258,20 @@ def test_prometheus_exposition_follows_the_metrics(rng):
     assert 'streammlp_rejected_total{reason="shape"} 1.0' in text
     accuracy = float(text.split("\nstreammlp_accuracy ")[1].split()[0])
     assert accuracy == pytest.approx(stats["accuracy"])
+
+
+@pytest.mark.parametrize("a", [
+    np.arange(6.0).reshape(2, 3), np.arange(6.0).reshape(3, 2).T, np.arange(4, dtype=np.float32),
+    np.array([True, False]), np.arange(3, dtype=np.uint8), np.arange(3, dtype=">f8"),
+    np.arange(4, dtype=np.float16).reshape(2, 2)])
+def test_arrays_round_trip_the_wire(a):
+    body = protocol.encode_array(a)
+    assert body["dtype"] in protocol.ARRAY_DTYPES and len(body["data"]) == a.size * int(body["dtype"][2])
+    back = protocol.decode_array("a", msgpack.unpackb(msgpack.packb(body)))
+    assert back.shape == a.shape and np.array_equal(back, a)
+
+
+@pytest.mark.parametrize("shape", [[], [1, 2, 3], [-1], [1.0, 3], [True], "3", [1, 2 ** 70], None])
+def test_array_maps_with_impossible_shapes_are_refused(shape):
+    with pytest.raises(protocol.ProtocolError, match="shape"):
+        protocol.decode_array("x", {"dtype": "<f8", "shape": shape, "data": b""})

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import msgpack
 import numpy as np
@@ -36,8 +37,7 @@ class ProtocolError(InputError):
     """A message that cannot be decoded; ``reason`` is the short name it is counted under."""
 
 
-@dataclass
-class Samples:
+class Samples(NamedTuple):
     """A decoded ingest message (arrays not yet checked against any network)."""
 
     x: np.ndarray
@@ -59,32 +59,32 @@ def encode_array(a: np.ndarray) -> dict:
     return {"dtype": a.dtype.str, "shape": list(a.shape), "data": a.tobytes()}
 
 
-def _valid_shape(shape) -> bool:
-    """``[n]`` or ``[n, d]`` of sensible sizes (written out: this runs for every message)."""
-    if type(shape) is not list or not 1 <= len(shape) <= 2:
-        return False
-    n = shape[0]
-    d = shape[1] if len(shape) == 2 else 0
-    return type(n) is int and type(d) is int and 0 <= n <= MAX_MESSAGE_BYTES and 0 <= d <= MAX_MESSAGE_BYTES
-
-
 def decode_array(name: str, obj) -> np.ndarray:
     """A binary array map or a (nested) list of numbers as an ndarray; ``ProtocolError`` if neither."""
-    if isinstance(obj, dict):
+    if type(obj) is dict:
         dtype, shape, data = _ARRAY_DTYPES.get(obj.get("dtype")), obj.get("shape"), obj.get("data")
+        # The common case first, written out: this runs twice for every message.
+        if dtype is not None and type(shape) is list and type(data) is bytes:
+            if len(shape) == 2:
+                n, d = shape
+                if (type(n) is int and type(d) is int and 0 <= n <= MAX_MESSAGE_BYTES
+                        and 0 <= d <= MAX_MESSAGE_BYTES and n * d * dtype.itemsize == len(data)):
+                    return np.frombuffer(data, dtype=dtype).reshape(n, d)
+            elif len(shape) == 1:
+                n = shape[0]
+                if type(n) is int and n * dtype.itemsize == len(data) and n >= 0:
+                    return np.frombuffer(data, dtype=dtype)
+        # Something is off: say what.
         if dtype is None:
             raise ProtocolError("bad_array", f"{name}.dtype is {obj.get('dtype')!r}; expected one of "
                                 f"{ARRAY_DTYPES}")
-        if not _valid_shape(shape):
+        if (type(shape) is not list or not 1 <= len(shape) <= 2
+                or not all(type(s) is int and 0 <= s <= MAX_MESSAGE_BYTES for s in shape)):
             raise ProtocolError("bad_array", f"{name}.shape is {shape!r}; expected [n] or [n, d]")
         if type(data) is not bytes:
             raise ProtocolError("bad_array", f"{name}.data is {type(data).__name__}; expected bin")
-        expected = math.prod(shape) * dtype.itemsize
-        if len(data) != expected:
-            raise ProtocolError("bad_array", f"{name}.data has {len(data)} bytes; shape {shape} "
-                                f"of {dtype.str} needs {expected}")
-        a = np.frombuffer(data, dtype=dtype)
-        return a if len(shape) == 1 else a.reshape(shape)
+        raise ProtocolError("bad_array", f"{name}.data has {len(data)} bytes; shape {shape} of "
+                            f"{dtype.str} needs {math.prod(shape) * dtype.itemsize}")
     if isinstance(obj, list):
         try:
             a = np.array(obj)
@@ -141,18 +141,18 @@ def decode_samples(frame: bytes) -> Samples:
     if body.get("v") != VERSION:
         raise ProtocolError("bad_version", f"message has v={body.get('v')!r}; this service speaks "
                             f"v={VERSION}")
-    for key in ("x", "y"):
-        if key not in body:
-            raise ProtocolError("bad_message", f"message has no {key!r}; expected keys v, x, y")
+    x, y = body.get("x"), body.get("y")
+    if x is None or y is None:
+        raise ProtocolError("bad_message", "message lacks 'x' or 'y'; expected keys v, x, y")
     producer, seq = body.get("producer"), body.get("seq")
-    if producer is not None and not isinstance(producer, str):
+    if producer is not None and type(producer) is not str:
         raise ProtocolError("bad_message", f"producer is {type(producer).__name__}; expected str")
-    if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool)):
+    if seq is not None and type(seq) is not int:
         raise ProtocolError("bad_message", f"seq is {type(seq).__name__}; expected int")
-    x, y = decode_array("x", body["x"]), decode_array("y", body["y"])
+    x, y = decode_array("x", x), decode_array("y", y)
     if len(x) > MAX_ROWS:
         raise ProtocolError("too_large", f"message has {len(x)} rows; at most {MAX_ROWS}")
-    return Samples(x=x, y=y, producer=producer, seq=seq)
+    return Samples(x, y, producer, seq)
 
 
 # -- publish -------------------------------------------------------------------------------------

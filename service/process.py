@@ -34,7 +34,7 @@ class ServiceProcess:
             ready, _, _ = select.select([self.proc.stdout], [], [], START_TIMEOUT)
             line = self.proc.stdout.readline() if ready else ""
             self.endpoints = dict(re.findall(r"(\w+)=(tcp://\S+)", line))
-            if len(self.endpoints) != 3:
+            if not {"ingest", "publish", "control"} <= self.endpoints.keys():
                 raise RuntimeError(f"the service did not start: {line.strip()!r}\n{self.log_text()}")
         except BaseException:
             self.stop()
@@ -43,6 +43,7 @@ class ServiceProcess:
         self.ingest = self.endpoints["ingest"]
         self.publish = self.endpoints["publish"]
         self.control = self.endpoints["control"]
+        self.acked = self.endpoints.get("acked")  # with --ingest-acked
 
     def __enter__(self) -> "ServiceProcess":
         return self

@@ -22,8 +22,9 @@ import zmq
 
 from streammlp import protocol
 from streammlp.metrics import StreamMetrics
-from streammlp.network import MLP, read
+from streammlp.network import MLP, InputError, read
 
+from .ledger import Ledger
 from .prometheus import PrometheusExporter
 
 log = logging.getLogger("streammlp.service")
@@ -45,7 +46,9 @@ class Trainer:
                  control: str = CONTROL, publish_every_samples: int = 10_000,
                  publish_every_ms: float = 200.0, checkpoint: str | None = None,
                  checkpoint_every_s: float = 30.0, window: int = 1000, delay_ms: float = 0.0,
-                 rejected: dict | None = None, prometheus_port: int | None = None) -> None:
+                 rejected: dict | None = None, prometheus_port: int | None = None,
+                 ingest_acked: str | None = None, durable_every_ms: float = 50.0,
+                 durable_every_messages: int = 1000, producers: dict | None = None) -> None:
         self.net = net
         self.metrics = StreamMetrics(classes=max(2, net.n_outputs), window=window)
         self.metrics.samples, self.metrics.loss_total, self.metrics.correct_total = (
@@ -55,6 +58,12 @@ class Trainer:
         self.publish_every_s = publish_every_ms / 1000.0
         self.checkpoint, self.checkpoint_every_s = checkpoint, checkpoint_every_s
         self.delay_s = delay_ms / 1000.0
+        self.ledger = Ledger(producers)
+        self.durable_every_s = durable_every_ms / 1000.0
+        self.durable_every_messages = durable_every_messages
+        self._undurable_messages = 0
+        if ingest_acked and not checkpoint:
+            raise ValueError("--ingest-acked acknowledges what is on disk: it needs --checkpoint PATH")
         self.stopping = False
         self._warm_up()
         self.prometheus = None if prometheus_port is None else PrometheusExporter(prometheus_port)
@@ -66,10 +75,16 @@ class Trainer:
         self.publisher = self.context.socket(zmq.PUB)
         self.control = self.context.socket(zmq.ROUTER)
         self.control.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES)
+        bound = [("ingest", self.samples, ingest), ("publish", self.publisher, publish),
+                 ("control", self.control, control)]
+        self.acked = None
+        if ingest_acked:
+            self.acked = self.context.socket(zmq.ROUTER)
+            self.acked.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES)
+            self.acked.setsockopt(zmq.RCVHWM, INGEST_HWM)
+            bound.append(("acked", self.acked, ingest_acked))
         self.endpoints = {}
-        for name, sock, endpoint in (("ingest", self.samples, ingest),
-                                     ("publish", self.publisher, publish),
-                                     ("control", self.control, control)):
+        for name, sock, endpoint in bound:
             sock.bind(endpoint)
             self.endpoints[name] = sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
@@ -91,6 +106,8 @@ class Trainer:
         poller = zmq.Poller()
         poller.register(self.samples, zmq.POLLIN)
         poller.register(self.control, zmq.POLLIN)
+        if self.acked:
+            poller.register(self.acked, zmq.POLLIN)
         self.publish_state()
         published_at = saved_at = time.monotonic()
         published_version = self.version
@@ -99,7 +116,13 @@ class Trainer:
 
             # Samples: drain what is queued, train it in arrival order.
             if self.samples in events:
-                self._drain()
+                self._drain(self.samples)
+                if self.delay_s:
+                    time.sleep(self.delay_s)
+
+            # Acknowledged samples: the same, each producer's in sequence, exactly once.
+            if self.acked in events:
+                self._drain(self.acked)
                 if self.delay_s:
                     time.sleep(self.delay_s)
 
@@ -114,49 +137,129 @@ class Trainer:
             if fresh >= self.publish_every_samples or now - published_at >= self.publish_every_s:
                 self.publish_state(weights=fresh > 0)
                 published_at, published_version = now, self.version
-            if self.checkpoint and now - saved_at >= self.checkpoint_every_s:
+            # Durability: checkpoints grouped so that many acknowledgements share one fsync.
+            due = now - saved_at >= (self.durable_every_s if self.ledger.undurable()
+                                     else self.checkpoint_every_s)
+            if self.checkpoint and (due or self._undurable_messages >= self.durable_every_messages):
                 self.save()
                 saved_at = now
         self.close()
 
-    def _drain(self) -> None:
+    def _drain(self, sock: zmq.Socket) -> None:
         """Take what is queued (up to ``MAX_DRAIN`` messages or bytes), train the good messages
         in one kernel call, in arrival order, and reject the bad ones whole."""
-        frames, decoded, size = [], [], 0
-        while len(frames) < MAX_DRAIN and size < MAX_DRAIN_BYTES:
+        acked = sock is self.acked
+        received, size = [], 0  # (frame, ROUTER identity of the sender or None)
+        while len(received) < MAX_DRAIN and size < MAX_DRAIN_BYTES:
             try:
-                frame = self.samples.recv(zmq.NOBLOCK)
+                if acked:
+                    parts = sock.recv_multipart(zmq.NOBLOCK)
+                    received.append((parts[1] if len(parts) == 2 else b"", parts[0]))
+                else:
+                    received.append((sock.recv(zmq.NOBLOCK), None))
             except zmq.Again:
                 break
-            frames.append(frame)
-            size += len(frame)
-            try:
-                decoded.append(protocol.decode_samples(frame))
-            except protocol.ProtocolError as e:
-                decoded.append(e)
-        if not frames:
+            size += len(received[-1][0])
+        if not received:
             return
+        decoded = []  # Samples to train, an InputError to reject, or None: already answered
+        for frame, sender in received:
+            try:
+                message = protocol.decode_samples(frame)
+            except protocol.ProtocolError as e:
+                message = e
+            decoded.append(self._admit(message, frame, sender) if acked else message)
         good = [i for i, m in enumerate(decoded) if isinstance(m, protocol.Samples)]
-        errors = {i: m for i, m in enumerate(decoded) if not isinstance(m, protocol.Samples)}
+        errors = {i: m for i, m in enumerate(decoded) if isinstance(m, ValueError)}
         if good:
             X, Y, bad = self.net.check_many([(decoded[i].x, decoded[i].y) for i in good])
             errors.update((good[j], e) for j, e in bad.items())
-            if X is not None:
-                self.metrics.update(self.net.learn_checked(X, Y))
+            trained = [i for i in good if i not in errors]
+            if trained:
+                diverged = self._train(X, Y, [len(decoded[i].x) for i in trained])
+                errors.update((trained[j], e) for j, e in diverged.items())
         for i in sorted(errors):  # reported in arrival order
-            self._reject(errors[i], frames[i])
+            self._reject(errors[i], *received[i])
+        if acked:
+            self._undurable_messages += len(received)
 
-    def _reject(self, e: ValueError, frame: bytes) -> None:
+    def _admit(self, message, frame: bytes, sender: bytes):
+        """Sequence one message of the acknowledged ingest (see ``Ledger``): it, or None if answered."""
+        if isinstance(message, protocol.Samples):
+            producer, seq = message.producer, message.seq
+        else:
+            body = _lenient_unpack(frame)
+            producer, seq = body.get("producer"), body.get("seq")
+            if body.get("hello") and isinstance(producer, str):
+                self.ledger.senders[producer] = sender
+                self._answer_producer(sender, self.ledger.status(producer, resend=True))
+                return None
+        if not isinstance(producer, str) or type(seq) is not int:
+            if isinstance(message, protocol.Samples):
+                return protocol.ProtocolError("bad_message", "the acknowledged ingest needs "
+                                              "'producer' (str) and 'seq' (int) in every message")
+            return message
+        verdict = self.ledger.admit(producer, seq, sender)
+        if verdict == "next":
+            return message
+        if verdict == "gap":
+            self._send(protocol.EVENTS, protocol.event_body(
+                "gap", producer=producer, seq=seq, expected=self.ledger.handled.get(producer, 0) + 1))
+        self._answer_producer(sender, self.ledger.status(producer, resend=verdict == "gap"))
+        return None
+
+    def _train(self, X: np.ndarray, Y: np.ndarray, rows: list[int]) -> dict[int, InputError]:
+        """Train on checked rows; undo any message that leaves a weight non-finite.
+
+        ``rows`` are the messages' row counts. If the batch diverges, the weights
+        from before it are restored and its messages trained one by one, so
+        only the ones that diverge are dropped (their errors are returned).
+        """
+        saved = self._snapshot()
+        result = self.net.learn_checked(X, Y)
+        if np.isfinite(self.net.params).all():
+            self.metrics.update(result)
+            return {}
+        self._restore(saved)
+        errors, start = {}, 0
+        for j, n in enumerate(rows):
+            saved = self._snapshot()
+            result = self.net.learn_checked(X[start:start + n], Y[start:start + n])
+            if np.isfinite(self.net.params).all():
+                self.metrics.update(result)
+            else:
+                self._restore(saved)
+                errors[j] = InputError("diverged", "training on this message left non-finite "
+                                       "weights; the weights from before it were restored")
+            start += n
+        return errors
+
+    def _snapshot(self) -> tuple:
+        net = self.net
+        return net.params.copy(), net.samples, net.sse_total, net.loss_total, net.correct_total
+
+    def _restore(self, saved: tuple) -> None:
+        net = self.net
+        net.params[...] = saved[0]
+        net.samples, net.sse_total, net.loss_total, net.correct_total = saved[1:]
+
+    def _reject(self, e: ValueError, frame: bytes, sender: bytes | None = None) -> None:
         reason = getattr(e, "reason", "invalid")
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
-        producer = seq = None
-        try:  # name the sender when the frame is readable enough to say who it is
-            body = protocol.unpack(frame)
-            producer, seq = body.get("producer"), body.get("seq")
-        except ValueError:
-            pass
+        body = _lenient_unpack(frame)  # name the sender when the frame is readable enough
+        producer, seq = body.get("producer"), body.get("seq")
         self._send(protocol.EVENTS, protocol.event_body(
             "rejected", reason=reason, error=str(e), producer=producer, seq=seq))
+        if sender is not None:  # the acknowledged ingest: the producer may forget it
+            status = self.ledger.status(producer) if isinstance(producer, str) else {"v": 1}
+            self._answer_producer(sender, {**status, "rejected": seq, "reason": reason,
+                                           "error": str(e)})
+
+    def _answer_producer(self, sender: bytes, body: dict) -> None:
+        try:
+            self.acked.send_multipart([sender, protocol.pack(body)], zmq.NOBLOCK)
+        except zmq.Again:  # its queue is full: it resends on its timer and gets its status then
+            pass
 
     def _answer(self, frames: list) -> None:
         """Reply to one control request; the envelope (ROUTER identity, REQ delimiter) is kept."""
@@ -209,15 +312,21 @@ class Trainer:
             self.prometheus.update(body)
 
     def save(self) -> None:
-        self.net.save(self.checkpoint, extra={"rejected": self.rejected})
+        """Checkpoint now; then every acknowledged producer learns what is durable."""
+        self.net.save(self.checkpoint, extra={"rejected": self.rejected,
+                                              "producers": self.ledger.handled})
+        self._undurable_messages = 0
+        for sender, status in self.ledger.made_durable():
+            self._answer_producer(sender, status)
 
     def close(self) -> None:
         """Final checkpoint and publish, then close every socket with a bounded linger."""
         if self.checkpoint:
             self.save()
         self.publish_state()
-        for sock in (self.samples, self.control, self.publisher):
-            sock.close(linger=LINGER_MS)
+        for sock in (self.samples, self.acked, self.control, self.publisher):
+            if sock is not None:
+                sock.close(linger=LINGER_MS)
         self.context.term()
         if self.prometheus:
             self.prometheus.close()
@@ -237,6 +346,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ingest", default=INGEST)
     p.add_argument("--publish", default=PUBLISH)
     p.add_argument("--control", default=CONTROL)
+    p.add_argument("--ingest-acked", default=None,
+                   help="also take acknowledged samples here (ROUTER; needs --checkpoint)")
+    p.add_argument("--durable-every-ms", type=float, default=50.0,
+                   help="with unacknowledged samples, checkpoint at least this often")
+    p.add_argument("--durable-every-messages", type=int, default=1000,
+                   help="... or after this many acknowledged-ingest messages")
     p.add_argument("--publish-every-samples", type=int, default=10_000)
     p.add_argument("--publish-every-ms", type=float, default=200.0)
     p.add_argument("--window", type=int, default=1000, help="samples in the rolling metrics window")
@@ -258,7 +373,7 @@ def build(args: argparse.Namespace) -> Trainer:
         raise ValueError(f"--layers {args.layers!r}: expected comma-separated sizes such as 3,4,1")
     net = MLP(layers, activation=args.activation, output=args.output, loss=args.loss, lr=args.lr,
               bias=args.bias, init=args.init, seed=args.seed, dtype=args.dtype)
-    rejected = None
+    extra = {}
     if args.resume:
         if not args.checkpoint:
             raise ValueError("--resume needs --checkpoint PATH")
@@ -270,12 +385,16 @@ def build(args: argparse.Namespace) -> Trainer:
         if mismatched:
             raise ValueError(f"checkpoint {args.checkpoint} does not match the options: "
                              + ", ".join(f"{k} is {a!r} there, {b!r} here" for k, (a, b) in mismatched.items()))
-        net, rejected = saved, extra.get("rejected")
+        net = saved
     return Trainer(net, ingest=args.ingest, publish=args.publish, control=args.control,
                    publish_every_samples=args.publish_every_samples,
                    publish_every_ms=args.publish_every_ms, checkpoint=args.checkpoint,
                    checkpoint_every_s=args.checkpoint_every_s, window=args.window,
-                   delay_ms=args.delay_ms, rejected=rejected, prometheus_port=args.prometheus_port)
+                   delay_ms=args.delay_ms, rejected=extra.get("rejected"),
+                   prometheus_port=args.prometheus_port, ingest_acked=args.ingest_acked,
+                   durable_every_ms=args.durable_every_ms,
+                   durable_every_messages=args.durable_every_messages,
+                   producers=extra.get("producers"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -295,8 +414,17 @@ def main(argv: list[str] | None = None) -> int:
     e = trainer.endpoints
     # One line at start: the endpoints (as bound, with the port the OS chose) and the model.
     print(f"streammlp serve: ready ingest={e['ingest']} publish={e['publish']} "
-          f"control={e['control']} version={trainer.version} model={trainer.net!r}"
+          f"control={e['control']}" + (f" acked={e['acked']}" if "acked" in e else "")
+          + f" version={trainer.version} model={trainer.net!r}"
           + (f" prometheus={trainer.prometheus.url}" if trainer.prometheus else ""), flush=True)
     trainer.run()
     log.info("streammlp serve: stopped at version %d", trainer.version)
     return 0
+
+
+def _lenient_unpack(frame: bytes) -> dict:
+    """The frame's map if it is one (to name a sender or spot a hello), else an empty one."""
+    try:
+        return protocol.unpack(frame)
+    except ValueError:
+        return {}

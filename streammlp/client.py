@@ -80,6 +80,110 @@ class Producer(_Client):
         super().close(linger)
 
 
+class ReliableProducer(_Client):
+    """Sends samples to the acknowledged ingest (DEALER), keeping each until it is durable.
+
+    Every message carries this producer's name and the next ``seq``. The
+    service trains each ``seq`` once, in order, and acknowledges it once a
+    checkpoint on disk includes it; only then is it forgotten here. Messages
+    not acknowledged within ``resend_after`` seconds are sent again (the service
+    ignores what it already has), and so are all after a gap it reports.
+
+    At most ``window`` messages wait for acknowledgement: ``send`` then waits
+    for the service, ``TimeoutError`` after ``timeout`` seconds without
+    progress. After a ``TimeoutError`` nothing is lost: the messages stay
+    pending, for ``flush`` or ``connect`` to another endpoint.
+
+    A name is one stream: a new ``ReliableProducer`` with a name the service
+    knows continues after that name's last ``seq`` (it asks on connect).
+    """
+
+    def __init__(self, endpoint: str, producer: str, window: int = 1000, resend_after: float = 1.0,
+                 timeout: float = 30.0, context: zmq.Context | None = None) -> None:
+        super().__init__(context)
+        self.producer, self.window = producer, window
+        self.resend_after, self.timeout = resend_after, timeout
+        self.seq = None  # last seq used; known once the service has answered the hello
+        self.pending: dict[int, bytes] = {}  # seq -> frame, oldest first
+        self.rejected: list[dict] = []  # the service's answers for messages it refused
+        self._heard_at = time.monotonic()  # the service's latest answer
+        self._resent = (0, 0.0)  # (first seq, when) of the latest resend
+        self.connect(endpoint)
+
+    def connect(self, endpoint: str) -> None:
+        """(Re)connect, e.g. to a restarted service; waits for its hello, then resends what is pending."""
+        self.close(linger=0)
+        self._resent = (0, 0.0)
+        self.socket = self.context.socket(zmq.DEALER)
+        self.socket.connect(endpoint)
+        self.endpoint = endpoint
+        self.socket.send(protocol.pack({"v": protocol.VERSION, "producer": self.producer,
+                                        "hello": True}))
+        self._wait(lambda: self.seq is not None, f"no answer from {endpoint}")
+
+    def send(self, X, y) -> None:
+        """Send rows ``X`` with targets ``y`` as one message; kept until durable."""
+        self._wait(lambda: len(self.pending) < self.window,
+                   f"{len(self.pending)} messages unacknowledged by {self.endpoint}")
+        self.seq += 1
+        frame = protocol.encode_samples(X, y, producer=self.producer, seq=self.seq)
+        self.pending[self.seq] = frame
+        self._send(frame)
+        self._pump(0)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every message sent is durable (or refused); ``TimeoutError`` otherwise."""
+        self._wait(lambda: not self.pending, f"{len(self.pending)} messages unacknowledged by "
+                   f"{self.endpoint}", timeout)
+
+    def _wait(self, done, what: str, timeout: float | None = None) -> None:
+        """Pump answers until ``done()``; ``TimeoutError`` after ``timeout`` s of silence."""
+        timeout = self.timeout if timeout is None else timeout
+        started = time.monotonic()
+        while not done():
+            if time.monotonic() - max(started, self._heard_at) > timeout:
+                raise TimeoutError(f"{what} for {timeout} s; is the service running? "
+                                   "Nothing is lost: the messages stay pending")
+            self._pump(min(self.resend_after, 0.1))
+
+    def _pump(self, wait: float) -> None:
+        """Handle the service's answers for up to ``wait`` seconds; resend what is overdue."""
+        if self.socket.poll(int(wait * 1000), zmq.POLLIN):
+            while self.socket.poll(0, zmq.POLLIN):
+                self._status(protocol.unpack(self.socket.recv()))
+        quiet = time.monotonic() - max(self._heard_at, self._resent[1])
+        if self.pending and quiet > self.resend_after:  # lost, or the service went away
+            self._resend(min(self.pending))
+
+    def _status(self, status: dict) -> None:
+        self._heard_at = time.monotonic()
+        durable, expected = status.get("durable", 0), status.get("next", 1)
+        if self.seq is None:  # the hello's answer: continue this name's stream
+            self.seq = max(expected - 1, max(self.pending, default=0))
+        if "rejected" in status:
+            self.rejected.append(status)
+            self.pending.pop(status["rejected"], None)
+        for seq in [seq for seq in self.pending if seq <= durable]:
+            del self.pending[seq]
+        # A gap, or a (re)connect: send again from where the service stands, once per
+        # gap (every message in flight behind a gap reports the same one).
+        first, at = self._resent
+        if status.get("resend") and (expected != first or self._heard_at - at > self.resend_after):
+            self._resend(expected)
+
+    def _resend(self, first: int) -> None:
+        self._resent = (first, time.monotonic())
+        for seq, frame in self.pending.items():
+            if seq >= first:
+                self._send(frame)
+
+    def _send(self, frame: bytes) -> None:
+        try:
+            self.socket.send(frame, zmq.NOBLOCK)
+        except zmq.Again:  # not connected or queue full: it stays pending and is resent later
+            pass
+
+
 class Control(_Client):
     """Requests to the service's control endpoint, Lazy Pirate style: never hangs forever.
 

@@ -20,7 +20,7 @@ import time
 import numpy as np
 import zmq
 
-from streammlp import protocol
+from streammlp import protocol, security
 from streammlp.metrics import StreamMetrics
 from streammlp.network import MLP, InputError, read
 
@@ -48,7 +48,8 @@ class Trainer:
                  checkpoint_every_s: float = 30.0, window: int = 1000, delay_ms: float = 0.0,
                  rejected: dict | None = None, prometheus_port: int | None = None,
                  ingest_acked: str | None = None, durable_every_ms: float = 50.0,
-                 durable_every_messages: int = 1000, producers: dict | None = None) -> None:
+                 durable_every_messages: int = 1000, producers: dict | None = None,
+                 curve_secret: str | None = None, allow_keys: str | None = None) -> None:
         self.net = net
         self.metrics = StreamMetrics(classes=max(2, net.n_outputs), window=window)
         self.metrics.samples, self.metrics.loss_total, self.metrics.correct_total = (
@@ -68,7 +69,20 @@ class Trainer:
         self._warm_up()
         self.prometheus = None if prometheus_port is None else PrometheusExporter(prometheus_port)
 
+        # Security first, before anything is opened: CURVE on every socket, or loopback only.
+        if bool(curve_secret) != bool(allow_keys):
+            raise ValueError("CURVE needs both --curve-secret FILE and --allow-keys DIR")
+        named = {"ingest": ingest, "publish": publish, "control": control, "ingest-acked": ingest_acked}
+        if curve_secret:
+            security.load_keys(curve_secret, secret=True)
+        else:
+            for name, endpoint in named.items():
+                if endpoint and not security.is_loopback(endpoint):
+                    raise ValueError(f"--{name} {endpoint} is not a loopback address: without "
+                                     "--curve-secret and --allow-keys anyone could feed or read "
+                                     "the model; turn CURVE on or bind to 127.0.0.1")
         self.context = zmq.Context()
+        self.auth = security.authenticator(self.context, allow_keys) if curve_secret else None
         self.samples = self.context.socket(zmq.PULL)
         self.samples.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES)
         self.samples.setsockopt(zmq.RCVHWM, INGEST_HWM)
@@ -85,6 +99,8 @@ class Trainer:
             bound.append(("acked", self.acked, ingest_acked))
         self.endpoints = {}
         for name, sock, endpoint in bound:
+            if curve_secret:
+                security.secure_server(sock, curve_secret)
             sock.bind(endpoint)
             self.endpoints[name] = sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
@@ -327,6 +343,8 @@ class Trainer:
         for sock in (self.samples, self.acked, self.control, self.publisher):
             if sock is not None:
                 sock.close(linger=LINGER_MS)
+        if self.auth:
+            self.auth.stop()
         self.context.term()
         if self.prometheus:
             self.prometheus.close()
@@ -352,6 +370,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="with unacknowledged samples, checkpoint at least this often")
     p.add_argument("--durable-every-messages", type=int, default=1000,
                    help="... or after this many acknowledged-ingest messages")
+    p.add_argument("--curve-secret", default=None,
+                   help="CurveZMQ: the service's .key_secret file (turns on CURVE on every socket)")
+    p.add_argument("--allow-keys", default=None,
+                   help="CurveZMQ: directory of the public .key files of allowed clients")
     p.add_argument("--publish-every-samples", type=int, default=10_000)
     p.add_argument("--publish-every-ms", type=float, default=200.0)
     p.add_argument("--window", type=int, default=1000, help="samples in the rolling metrics window")
@@ -394,7 +416,8 @@ def build(args: argparse.Namespace) -> Trainer:
                    prometheus_port=args.prometheus_port, ingest_acked=args.ingest_acked,
                    durable_every_ms=args.durable_every_ms,
                    durable_every_messages=args.durable_every_messages,
-                   producers=extra.get("producers"))
+                   producers=extra.get("producers"), curve_secret=args.curve_secret,
+                   allow_keys=args.allow_keys)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -416,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"streammlp serve: ready ingest={e['ingest']} publish={e['publish']} "
           f"control={e['control']}" + (f" acked={e['acked']}" if "acked" in e else "")
           + f" version={trainer.version} model={trainer.net!r}"
+          + (" security=curve" if trainer.auth else " security=none(loopback only)")
           + (f" prometheus={trainer.prometheus.url}" if trainer.prometheus else ""), flush=True)
     trainer.run()
     log.info("streammlp serve: stopped at version %d", trainer.version)

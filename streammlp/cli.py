@@ -96,10 +96,12 @@ def watch(args: argparse.Namespace) -> int:
     """Show the live metrics of a running service."""
     record = open(args.jsonl, "a") if args.jsonl else None
     try:
-        with Subscriber(args.publish, topics=("metrics",), timeout=args.timeout) as sub, \
+        curve = _curve(args)
+        with Subscriber(args.publish, topics=("metrics",), timeout=args.timeout, curve=curve) as sub, \
                 LiveDisplay(f"streammlp watch: {args.publish}") as display:
             if args.control:
-                display.update(Control(args.control).stats())
+                with Control(args.control, curve=curve) as control:
+                    display.update(control.stats())
             deadline = time.monotonic() + args.duration if args.duration else None
             while deadline is None or time.monotonic() < deadline:
                 _, m = sub.recv()
@@ -125,7 +127,7 @@ def feed(args: argparse.Namespace) -> int:
     total = len(X) * (args.loop or 1)
     print(f"feeding {args.file}: {len(X):,} samples of {X.shape[1]} inputs to {args.ingest}"
           + (f", {args.loop} times" if args.loop > 1 else ""))
-    with Producer(args.ingest, timeout=args.timeout) as producer:
+    with Producer(args.ingest, timeout=args.timeout, curve=_curve(args)) as producer:
         sent, start, shown = 0, time.monotonic(), 0.0
         for _ in range(args.loop or 1):
             for i in range(0, len(X), args.batch):
@@ -170,6 +172,30 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
+def keygen(args: argparse.Namespace) -> int:
+    """Make CurveZMQ key pairs (NAME.key public, NAME.key_secret secret) in a directory."""
+    from .security import keygen as make
+
+    for path in make(args.directory, args.names):
+        print(path)
+    print(f"serve with --curve-secret {args.directory}/{args.names[0]}.key_secret and --allow-keys "
+          "a directory holding the clients' .key files; clients use --curve-secret their "
+          f".key_secret and --curve-server-key {args.directory}/{args.names[0]}.key")
+    return 0
+
+
+def _curve(args: argparse.Namespace) -> tuple[str, str] | None:
+    """The client-side CurveZMQ options, checked: both or neither."""
+    if bool(args.curve_secret) != bool(args.curve_server_key):
+        raise ValueError("CURVE needs both --curve-secret FILE and --curve-server-key FILE")
+    return (args.curve_secret, args.curve_server_key) if args.curve_secret else None
+
+
+def _client_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--curve-secret", default=None, help="CurveZMQ: this client's .key_secret file")
+    p.add_argument("--curve-server-key", default=None, help="CurveZMQ: the service's .key file")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streammlp", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -196,6 +222,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--jsonl", default=None, help="append every metrics message to this file")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--timeout", type=float, default=RECV_TIMEOUT)
+    _client_options(p)
     p.set_defaults(run=watch)
 
     p = commands.add_parser("feed", help=feed.__doc__)
@@ -206,6 +233,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=0, help="samples/s (0: no limit)")
     p.add_argument("--loop", type=int, default=1, help="send the file this many times")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds a send may block")
+    _client_options(p)
     p.set_defaults(run=feed)
 
     p = commands.add_parser("plot", help=plot.__doc__)
@@ -226,6 +254,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--save", default=None, help="write the trained network here (.npz)")
     p.set_defaults(run=train)
+
+    p = commands.add_parser("keygen", help=keygen.__doc__)
+    p.add_argument("directory")
+    p.add_argument("names", nargs="*", default=["server", "client"],
+                   help="one key pair per name (default: server client)")
+    p.set_defaults(run=keygen)
     return parser
 
 

@@ -21,7 +21,7 @@ from typing import Iterator
 import numpy as np
 import zmq
 
-from . import protocol
+from . import protocol, security
 
 REQUEST_TIMEOUT = 2.0  # seconds a control request waits for its reply
 REQUEST_RETRIES = 3  # tries before a control request gives up
@@ -32,11 +32,23 @@ class ServiceError(RuntimeError):
 
 
 class _Client:
-    """Context-manager plumbing shared by the clients: one socket, one context."""
+    """What the clients share: one socket, one context, optional CurveZMQ keys.
 
-    def __init__(self, context: zmq.Context | None) -> None:
+    ``curve`` is ``(client_secret_file, server_public_file)`` for a service
+    started with ``--curve-secret`` (see ``streammlp.security``).
+    """
+
+    def __init__(self, context: zmq.Context | None, curve: tuple[str, str] | None = None) -> None:
         self.context = context or zmq.Context.instance()
+        self.curve = curve
         self.socket: zmq.Socket | None = None
+
+    def _connect(self, kind: int, endpoint: str) -> zmq.Socket:
+        sock = self.context.socket(kind)
+        if self.curve:
+            security.secure_client(sock, *self.curve)
+        sock.connect(endpoint)
+        return sock
 
     def __enter__(self):
         return self
@@ -59,14 +71,13 @@ class Producer(_Client):
 
     def __init__(self, endpoint: str = "tcp://127.0.0.1:5555", binary: bool = True,
                  producer: str | None = None, timeout: float | None = None,
-                 context: zmq.Context | None = None) -> None:
-        super().__init__(context)
+                 context: zmq.Context | None = None, curve: tuple[str, str] | None = None) -> None:
+        super().__init__(context, curve)
         self.binary, self.producer = binary, producer
         self.seq = 0
-        self.socket = self.context.socket(zmq.PUSH)
+        self.socket = self._connect(zmq.PUSH, endpoint)
         if timeout is not None:
             self.socket.setsockopt(zmq.SNDTIMEO, int(timeout * 1000))
-        self.socket.connect(endpoint)
 
     def send(self, X, y) -> None:
         """Send rows ``X`` with targets ``y`` as one message (trained in order, one step each)."""
@@ -99,8 +110,9 @@ class ReliableProducer(_Client):
     """
 
     def __init__(self, endpoint: str, producer: str, window: int = 1000, resend_after: float = 1.0,
-                 timeout: float = 30.0, context: zmq.Context | None = None) -> None:
-        super().__init__(context)
+                 timeout: float = 30.0, context: zmq.Context | None = None,
+                 curve: tuple[str, str] | None = None) -> None:
+        super().__init__(context, curve)
         self.producer, self.window = producer, window
         self.resend_after, self.timeout = resend_after, timeout
         self.seq = None  # last seq used; known once the service has answered the hello
@@ -114,8 +126,7 @@ class ReliableProducer(_Client):
         """(Re)connect, e.g. to a restarted service; waits for its hello, then resends what is pending."""
         self.close(linger=0)
         self._resent = (0, 0.0)
-        self.socket = self.context.socket(zmq.DEALER)
-        self.socket.connect(endpoint)
+        self.socket = self._connect(zmq.DEALER, endpoint)
         self.endpoint = endpoint
         self.socket.send(protocol.pack({"v": protocol.VERSION, "producer": self.producer,
                                         "hello": True}))
@@ -193,8 +204,9 @@ class Control(_Client):
     """
 
     def __init__(self, endpoint: str = "tcp://127.0.0.1:5557", timeout: float = REQUEST_TIMEOUT,
-                 retries: int = REQUEST_RETRIES, context: zmq.Context | None = None) -> None:
-        super().__init__(context)
+                 retries: int = REQUEST_RETRIES, context: zmq.Context | None = None,
+                 curve: tuple[str, str] | None = None) -> None:
+        super().__init__(context, curve)
         self.endpoint, self.timeout, self.retries = endpoint, timeout, retries
 
     def request(self, op: str, **fields) -> dict:
@@ -202,8 +214,7 @@ class Control(_Client):
         request = protocol.pack({"op": op, **fields})
         for _ in range(self.retries):
             if self.socket is None:
-                self.socket = self.context.socket(zmq.REQ)
-                self.socket.connect(self.endpoint)
+                self.socket = self._connect(zmq.REQ, self.endpoint)
             self.socket.send(request)
             if self.socket.poll(int(self.timeout * 1000), zmq.POLLIN):
                 reply = protocol.unpack(self.socket.recv())
@@ -247,17 +258,17 @@ class Subscriber(_Client):
 
     def __init__(self, publish: str = "tcp://127.0.0.1:5556", control: str | None = None,
                  topics: tuple[str, ...] = ("weights", "metrics", "events"),
-                 timeout: float | None = None, context: zmq.Context | None = None) -> None:
-        super().__init__(context)
+                 timeout: float | None = None, context: zmq.Context | None = None,
+                 curve: tuple[str, str] | None = None) -> None:
+        super().__init__(context, curve)
         self.timeout = timeout
         self.version = -1  # newest weights version handed out
-        self.socket = self.context.socket(zmq.SUB)
+        self.socket = self._connect(zmq.SUB, publish)
         for topic in topics:
             self.socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
-        self.socket.connect(publish)
         self._pending: list[tuple[str, object]] = []
         if control is not None and "weights" in topics:
-            with Control(control, context=self.context) as c:
+            with Control(control, context=self.context, curve=curve) as c:
                 snapshot = c.snapshot()
             self._pending.append(("weights", snapshot))
             self.version = snapshot.version

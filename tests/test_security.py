@@ -1,0 +1,78 @@
+"""CurveZMQ: allowed clients train and read; everyone else gets nothing in and nothing out."""
+
+import shutil
+
+import numpy as np
+import pytest
+
+from streammlp.client import Control, Producer, Subscriber
+from streammlp.security import keygen
+from conftest import running_service
+
+QUIET = 1.0  # seconds a refused client waits to see that nothing comes
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    d = tmp_path_factory.mktemp("keys")
+    keygen(d, ["server", "client", "stranger"])
+    allowed = d / "allowed"
+    allowed.mkdir()
+    shutil.copy(d / "client.key", allowed / "client.key")
+    return d
+
+
+@pytest.fixture(scope="module")
+def secured(keys):
+    with running_service("--layers", "3,4,1", "--curve-secret", str(keys / "server.key_secret"),
+                         "--allow-keys", str(keys / "allowed"), "--publish-every-ms", "20") as s:
+        yield s
+
+
+def samples(n=100):
+    X = np.random.default_rng(0).uniform(-1, 1, (n, 3))
+    return X, (X[:, 0] >= 0).astype(float)
+
+
+def test_allowed_client_trains_and_reads(secured, keys):
+    curve = (str(keys / "client.key_secret"), str(keys / "server.key"))
+    with Control(secured.control, timeout=5, curve=curve) as c:
+        start = c.ping()
+        with Producer(secured.ingest, curve=curve) as p:
+            p.send(*samples())
+        with Subscriber(secured.publish, secured.control, topics=("weights", "metrics"),
+                        timeout=5, curve=curve) as sub:
+            assert sub.recv()[0] == "weights"
+            while True:
+                topic, m = sub.recv()
+                if topic == "metrics" and m["samples"] >= start + 100:
+                    break
+        assert c.ping() == start + 100
+
+
+@pytest.mark.parametrize("who", ["unknown key", "no key", "wrong server key"])
+def test_others_get_nothing_in_and_nothing_out(secured, keys, who):
+    allowed = (str(keys / "client.key_secret"), str(keys / "server.key"))
+    curve = {"unknown key": (str(keys / "stranger.key_secret"), str(keys / "server.key")),
+             "no key": None,
+             "wrong server key": (str(keys / "client.key_secret"), str(keys / "stranger.key"))}[who]
+    with Control(secured.control, timeout=5, curve=allowed) as c:
+        before = c.ping()
+    with Producer(secured.ingest, curve=curve, timeout=QUIET) as p:
+        p.send(*samples())
+        p.close(linger=0)
+    with Control(secured.control, timeout=QUIET, retries=1, curve=curve) as c:
+        with pytest.raises(TimeoutError):
+            c.ping()
+    with Subscriber(secured.publish, topics=("weights", "metrics", "events"), timeout=QUIET,
+                    curve=curve) as sub:
+        with pytest.raises(TimeoutError):
+            sub.recv()
+    with Control(secured.control, timeout=5, curve=allowed) as c:
+        assert c.ping() == before  # not one sample trained
+
+
+def test_without_curve_only_loopback_is_bound(tmp_path):
+    with pytest.raises(RuntimeError, match="not a loopback address"):
+        with running_service("--layers", "3,4,1", "--control", "tcp://0.0.0.0:*"):
+            pass

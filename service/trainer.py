@@ -396,11 +396,12 @@ def build(args: argparse.Namespace) -> Trainer:
     net = MLP(layers, activation=args.activation, output=args.output, loss=args.loss, lr=args.lr,
               bias=args.bias, init=args.init, seed=args.seed, dtype=args.dtype)
     extra = {}
-    if args.resume:
-        if not args.checkpoint:
-            raise ValueError("--resume needs --checkpoint PATH")
-        if not os.path.exists(args.checkpoint):
-            raise ValueError(f"--resume: no checkpoint at {args.checkpoint}")
+    if args.resume and not args.checkpoint:
+        raise ValueError("--resume needs --checkpoint PATH")
+    if args.resume and not os.path.exists(args.checkpoint):
+        # A crash before the first checkpoint: nothing was durable, so nothing is lost.
+        log.info("streammlp serve: --resume: no checkpoint at %s yet, starting afresh", args.checkpoint)
+    elif args.resume:
         saved, extra = read(args.checkpoint)
         mismatched = {k: (v, net.spec()[k]) for k, v in saved.spec().items()
                       if k not in ("seed", "init") and v != net.spec()[k]}

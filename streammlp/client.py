@@ -25,6 +25,7 @@ from . import protocol, security
 
 REQUEST_TIMEOUT = 2.0  # seconds a control request waits for its reply
 REQUEST_RETRIES = 3  # tries before a control request gives up
+DELIVERY_TIMEOUT_MS = 30_000  # how long closing a Producer waits for its messages to go out
 
 
 class ServiceError(RuntimeError):
@@ -66,13 +67,18 @@ class Producer(_Client):
     """Sends samples to the service's ingest endpoint (PUSH).
 
     ``send`` blocks while the service's queue is full (back-pressure), so
-    nothing sent is dropped; ``timeout`` (seconds) bounds that wait.
+    nothing sent is dropped; ``timeout`` (seconds) bounds that wait. ``close``
+    (or leaving the ``with`` block) waits until what was sent is delivered, up
+    to ``DELIVERY_TIMEOUT``: a process may exit right after it.
     """
 
     def __init__(self, endpoint: str = "tcp://127.0.0.1:5555", binary: bool = True,
                  producer: str | None = None, timeout: float | None = None,
                  context: zmq.Context | None = None, curve: tuple[str, str] | None = None) -> None:
-        super().__init__(context, curve)
+        # A context of its own, so that close() can wait for delivery by ending it: a socket's
+        # linger is only honoured while its context is terminated, not at a bare process exit.
+        super().__init__(context or zmq.Context(), curve)
+        self._own_context = context is None
         self.binary, self.producer = binary, producer
         self.seq = 0
         self.socket = self._connect(zmq.PUSH, endpoint)
@@ -86,9 +92,11 @@ class Producer(_Client):
                                                  seq=self.seq if self.producer else None,
                                                  binary=self.binary))
 
-    def close(self, linger: int = -1) -> None:
-        """Close after every queued message is delivered (``linger=-1``: wait as long as it takes)."""
+    def close(self, linger: int = DELIVERY_TIMEOUT_MS) -> None:
+        """Close once every queued message is delivered, waiting at most ``linger`` ms."""
         super().close(linger)
+        if self._own_context and not self.context.closed:
+            self.context.term()
 
 
 class ReliableProducer(_Client):

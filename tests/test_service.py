@@ -275,3 +275,10 @@ def test_arrays_round_trip_the_wire(a):
 def test_array_maps_with_impossible_shapes_are_refused(shape):
     with pytest.raises(protocol.ProtocolError, match="shape"):
         protocol.decode_array("x", {"dtype": "<f8", "shape": shape, "data": b""})
+
+
+def test_resume_before_any_checkpoint_starts_afresh(tmp_path):
+    with running_service(*ARGS, "--checkpoint", str(tmp_path / "none.npz"), "--resume") as s:
+        with Control(s.control, timeout=RECV_TIMEOUT) as c:
+            assert c.ping() == 0
+        assert "starting afresh" in s.log_text()

@@ -2,6 +2,7 @@
 
 from .metrics import StreamMetrics
 from .network import MLP, InputError, Prequential, read
+from .race import Race, RaceResult
 
-__all__ = ["MLP", "InputError", "Prequential", "StreamMetrics", "read"]
+__all__ = ["MLP", "InputError", "Prequential", "Race", "RaceResult", "StreamMetrics", "read"]
 __version__ = "0.1.0"

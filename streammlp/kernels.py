@@ -18,6 +18,15 @@ Arguments shared by the kernels:
   row ``l`` holds layer ``l``'s S_preA, S_postA and error signal (row 0 = the
   inputs). Allocated once per network, never per sample.
 - ``hidden``, ``output``: activation codes below; ``use_bias``: add and train biases.
+- ``scaler``, ``count``: the online input standardisation (``scale``): rows 0 and
+  1 of ``scaler`` (float64, ``(2, inputs)``) hold the running mean and sum of
+  squared deviations (Welford) of the ``count`` rows seen so far. Each row is
+  scaled with the statistics of the rows *before* it, then added to them. The
+  seed's ``learn`` kernel (no scaling) takes neither; ``predict`` and the race
+  take a ``(2, 0)`` array, never read, when there is no scaling.
+
+:func:`racer` builds the race's kernel: several networks trained on the same
+batch in one call, each exactly as alone, and their windowed figures.
 
 The rule is the seed's, layer by layer: for the output layer
 ``S_ERROR = FE * f_A'(S_preA,O)`` with ``FE = S_postA,O - T`` (squared error),
@@ -40,6 +49,8 @@ JIT = dict(cache=True, nogil=True, fastmath=False)
 IDENTITY, LOGISTIC, TANH, RELU, SOFTMAX = 0, 1, 2, 3, 4
 # Loss codes.
 SSE, CROSS_ENTROPY = 0, 1
+# What ranks the members of a race: their windowed loss, or accuracy (then loss).
+BY_LOSS, BY_ACCURACY = 0, 1
 
 
 @njit(inline="always", **JIT)
@@ -85,11 +96,36 @@ def _derivative(code, s_pre, s_post, one):
 
 
 @njit(inline="always", **JIT)
-def _forward(Ws, bs, use_bias, hidden, output, X, n, s_pre, s_post, one):
-    """Forward pass of row ``n`` of ``X``; fills rows 1.. of ``s_pre`` and ``s_post``."""
+def _inputs(scale, learning, X, n, scaler, count, out, row):
+    """Row ``row`` of ``out`` = row ``n`` of ``X``, standardised with ``scale``.
+
+    Standardised: ``(x - mean) / sqrt(var)`` with the mean and (population)
+    variance of the ``count`` rows before it, 0 for a feature of variance 0
+    (or no rows yet); then, when ``learning``, the row joins the statistics
+    (Welford's update, in float64 whatever the network's dtype).
+    """
+    if scale:
+        mean, m2 = scaler[0], scaler[1]
+        # Reciprocals once per row: one division and one square root per feature.
+        per_row = 1.0 / count if count > 0 else 0.0
+        per_row_next = 1.0 / (count + 1)
+        for k in range(X.shape[1]):
+            x = np.float64(X[n, k])
+            d = x - mean[k]
+            var = m2[k] * per_row
+            out[row, k] = d / np.sqrt(var) if var > 0.0 else 0.0
+            if learning:
+                mean[k] += d * per_row_next
+                m2[k] += d * (x - mean[k])
+    else:
+        for k in range(X.shape[1]):
+            out[row, k] = X[n, k]
+
+
+@njit(inline="always", **JIT)
+def _forward(Ws, bs, use_bias, hidden, output, s_pre, s_post, one):
+    """Forward pass of the inputs in row 0 of ``s_post``; fills rows 1.. of ``s_pre`` and ``s_post``."""
     n_layers = len(Ws)
-    for k in range(X.shape[1]):
-        s_post[0, k] = X[n, k]
     for l in range(n_layers):
         W, b = Ws[l], bs[l]
         for j in range(W.shape[1]):
@@ -147,16 +183,77 @@ def _classify(v, row, n):
     return best
 
 
+@njit(inline="always", **JIT)
+def _learn_rows(hidden, output, loss, scale, keep_sse, Ws, bs, use_bias, lr, X, Y, scaler, count,
+                s_pre, s_post, delta, sample_loss, sample_sse, predicted, actual, one):
+    """Train one network on the rows of ``X`` in order, one gradient step per row.
+
+    Before each step, records the prequential figures of that row's forward
+    pass in ``sample_loss[n]``, ``predicted[n]`` and ``actual[n]`` (classes),
+    and its ΣFE² in ``sample_sse[n]`` if ``keep_sse``. Returns the batch's ΣFE²
+    over rows and outputs. ``scale`` is a constant in the single-network
+    kernels, a per-member flag in the race's.
+    """
+    top = len(Ws)  # row of the output layer in the work buffers
+    n_out = Y.shape[1]
+    sse_total = 0.0
+    for n in range(X.shape[0]):
+        _inputs(scale, True, X, n, scaler, count + n, s_post, 0)
+        _forward(Ws, bs, use_bias, hidden, output, s_pre, s_post, one)
+        sse, value = _output_error(output, loss, s_pre, s_post, delta, Y, n, top, one)
+        sse_total += sse
+        sample_loss[n] = value
+        if keep_sse:
+            sample_sse[n] = sse
+        predicted[n] = _classify(s_post, top, n_out)
+        actual[n] = _classify(Y, n, n_out)
+
+        # Backward, top layer first. One pass over each W_l both propagates
+        # delta down (reading W_l before its update) and updates W_l.
+        for l in range(top - 1, -1, -1):
+            W, b = Ws[l], bs[l]
+            for i in range(W.shape[0]):
+                if l > 0:
+                    acc = one - one
+                    for j in range(W.shape[1]):
+                        acc += W[i, j] * delta[l + 1, j]
+                    delta[l, i] = acc * _derivative(hidden, s_pre[l, i], s_post[l, i], one)
+                a_i = s_post[l, i]
+                for j in range(W.shape[1]):
+                    W[i, j] -= lr * (delta[l + 1, j] * a_i)  # gradient = S_ERROR * S_postA
+            if use_bias:
+                for j in range(W.shape[1]):
+                    b[j] -= lr * delta[l + 1, j]
+    return sse_total
+
+
 @functools.cache
-def learner(hidden: int, output: int, loss: int, dtype: str):
-    """The ``learn`` kernel for these activation and loss codes.
+def learner(hidden: int, output: int, loss: int, scale: bool, dtype: str):
+    """The ``learn`` kernel for these activation and loss codes, input scaling and dtype.
 
     The codes are constants of each specialisation, so LLVM drops the branches
     on them from the per-sample loop (about 25 % faster on small nets), and so
     is the scalar type, so float32 maths stays float32. Each is compiled on
     first use and cached on disk like any ``cache=True`` function.
+
+    Without ``scale`` it is the seed's network, and its kernel keeps the loop
+    written out, with no scaler arguments: routed through :func:`_learn_rows`
+    (Numba's inlining) or given two more arguments, float64 nets of every size
+    ran 1.5-3 % slower. ``tests/test_race.py`` checks that the two give the
+    same bits.
     """
     real = np.dtype(dtype).type
+
+    if scale:
+        @njit(**JIT)
+        def learn_scaled(Ws, bs, use_bias, lr, X, Y, scaler, count, s_pre, s_post, delta,
+                         sample_loss, predicted, actual):
+            """Train on the rows of ``X`` in order (see :func:`_learn_rows`); returns ΣFE²."""
+            return _learn_rows(hidden, output, loss, True, False, Ws, bs, use_bias, lr, X, Y,
+                               scaler, count, s_pre, s_post, delta, sample_loss, sample_loss,
+                               predicted, actual, real(1.0))
+
+        return learn_scaled
 
     @njit(**JIT)
     def learn(Ws, bs, use_bias, lr, X, Y, s_pre, s_post, delta, sample_loss, predicted, actual):
@@ -171,15 +268,16 @@ def learner(hidden: int, output: int, loss: int, dtype: str):
         n_out = Y.shape[1]
         sse_total = 0.0
         for n in range(X.shape[0]):
-            _forward(Ws, bs, use_bias, hidden, output, X, n, s_pre, s_post, one)
+            for k in range(X.shape[1]):
+                s_post[0, k] = X[n, k]
+            _forward(Ws, bs, use_bias, hidden, output, s_pre, s_post, one)
             sse, value = _output_error(output, loss, s_pre, s_post, delta, Y, n, top, one)
             sse_total += sse
             sample_loss[n] = value
             predicted[n] = _classify(s_post, top, n_out)
             actual[n] = _classify(Y, n, n_out)
 
-            # Backward, top layer first. One pass over each W_l both propagates
-            # delta down (reading W_l before its update) and updates W_l.
+            # Backward, top layer first, as in _learn_rows.
             for l in range(top - 1, -1, -1):
                 W, b = Ws[l], bs[l]
                 for i in range(W.shape[0]):
@@ -199,18 +297,112 @@ def learner(hidden: int, output: int, loss: int, dtype: str):
     return learn
 
 
+@njit(inline="always", **JIT)
+def _better(figures, k, j, by):
+    """Whether member ``k``'s windowed figures beat member ``j``'s; a NaN loss ranks last."""
+    if by == BY_ACCURACY and figures[1, k] != figures[1, j]:
+        return figures[1, k] > figures[1, j]
+    if figures[0, j] != figures[0, j]:
+        return figures[0, k] == figures[0, k]
+    return figures[0, k] < figures[0, j]
+
+
+@njit(inline="always", **JIT)
+def _same_statistics(scalers, counts):
+    """Which members' input statistics equal member 0's, exactly."""
+    same = np.ones(len(counts), np.bool_)
+    for k in range(1, len(counts)):
+        same[k] = counts[k] == counts[0] and np.array_equal(scalers[k], scalers[0])
+    return same
+
+
 @functools.cache
-def predictor(hidden: int, output: int, dtype: str):
-    """The ``predict`` kernel for these activation codes and dtype (see :func:`learner`)."""
+def racer(hidden: int, output: int, loss: int, scale: bool, by: int, dtype: str):
+    """The ``race`` kernel: every member of a race trained on a batch, in one call.
+
+    ``Wss``, ``bss``, ``scalers`` hold one entry per member (tuples of the
+    members' own views: members may differ in widths and learning rates
+    ``lrs``, not in depth); ``counts`` the rows each member's scaler has seen.
+    Each member takes the batch in order, exactly as it would alone, sharing the
+    work buffers (sized for the widest); its per-row figures go to row ``k`` of
+    ``sample_loss``, ``sample_sse`` and ``predicted``. With ``scale``, the batch
+    is standardised once, with member 0's statistics, for every member whose
+    statistics are the same (all of them, in a race that has trained them
+    together): the same numbers each would compute alone, computed once.
+
+    Then, row by row, the decaying-window figures: ``figures[0, k]`` (loss) and
+    ``figures[1, k]`` (accuracy) are member ``k``'s means over the rows seen,
+    row ``t`` back weighted ``(1 - alpha)**t``; ``weight`` is the sum of those
+    weights. ``leaders[n]`` is the member leading *before* row ``n``, whose
+    prediction is the race's: ``race_loss[n]``, ``race_predicted[n]``. The
+    leader changes when another member's figures are strictly better (``by``:
+    lowest loss, or highest accuracy then lowest loss).
+
+    ``totals`` (3, members + 1) receives the batch's ΣFE², loss and correct
+    rows of each member, then of the race. Returns the new ``weight`` and leader.
+    """
     real = np.dtype(dtype).type
 
     @njit(**JIT)
-    def predict(Ws, bs, use_bias, X, s_pre, s_post, out):
-        """Forward pass of every row of ``X`` into ``out`` (n, outputs); no update."""
+    def race(Wss, bss, use_bias, lrs, X, Y, scalers, counts, s_pre, s_post, delta,
+             sample_loss, sample_sse, predicted, actual, figures, weight, alpha, leader,
+             leaders, race_loss, race_predicted, totals):
+        one = real(1.0)
+        n_members = len(Wss)
+        shared = _same_statistics(scalers, counts) if scale else np.zeros(n_members, np.bool_)
+        Z = np.empty_like(X) if scale else X  # the batch as the sharing members see it
+        if scale:
+            for n in range(X.shape[0]):
+                _inputs(True, True, X, n, scalers[0], counts[0] + n, Z, n)
+        for k in range(n_members):
+            own = scale and not shared[k]  # standardise with its own statistics, row by row
+            totals[0, k] = _learn_rows(hidden, output, loss, own, True, Wss[k], bss[k], use_bias,
+                                       lrs[k], X if own else Z, Y, scalers[k], counts[k], s_pre,
+                                       s_post, delta, sample_loss[k], sample_sse[k], predicted[k],
+                                       actual, one)
+            if k > 0 and shared[k]:
+                scalers[k][...] = scalers[0]
+        totals[1:, :] = 0.0
+        totals[0, n_members] = 0.0
+        for n in range(X.shape[0]):
+            # The race's prediction of row n: that of the member leading before it.
+            leaders[n] = leader
+            race_loss[n] = sample_loss[leader, n]
+            race_predicted[n] = predicted[leader, n]
+            totals[0, n_members] += sample_sse[leader, n]
+            totals[1, n_members] += sample_loss[leader, n]
+            totals[2, n_members] += 1.0 if predicted[leader, n] == actual[n] else 0.0
+            # Then every member's windowed figures take row n, and the best leads.
+            weight = (1.0 - alpha) * weight + 1.0
+            step = 1.0 / weight
+            for k in range(n_members):
+                hit = 1.0 if predicted[k, n] == actual[n] else 0.0
+                totals[1, k] += sample_loss[k, n]
+                totals[2, k] += hit
+                figures[0, k] += (sample_loss[k, n] - figures[0, k]) * step
+                figures[1, k] += (hit - figures[1, k]) * step
+            for k in range(n_members):
+                if _better(figures, k, leader, by):
+                    leader = k
+        return weight, leader
+
+    return race
+
+
+@functools.cache
+def predictor(hidden: int, output: int, scale: bool, dtype: str):
+    """The ``predict`` kernel for these activation codes, scaling and dtype (see :func:`learner`)."""
+    real = np.dtype(dtype).type
+
+    @njit(**JIT)
+    def predict(Ws, bs, use_bias, X, scaler, count, s_pre, s_post, out):
+        """Forward pass of every row of ``X`` into ``out`` (n, outputs); updates nothing, not
+        even the scaler."""
         one = real(1.0)
         top = len(Ws)
         for n in range(X.shape[0]):
-            _forward(Ws, bs, use_bias, hidden, output, X, n, s_pre, s_post, one)
+            _inputs(scale, False, X, n, scaler, count, s_post, 0)
+            _forward(Ws, bs, use_bias, hidden, output, s_pre, s_post, one)
             for j in range(out.shape[1]):
                 out[n, j] = s_post[top, j]
 

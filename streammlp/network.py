@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from . import kernels
+
+if TYPE_CHECKING:
+    from .race import Race
 
 ACTIVATIONS = {"identity": kernels.IDENTITY, "logistic": kernels.LOGISTIC,
                "tanh": kernels.TANH, "relu": kernels.RELU}
@@ -20,6 +23,7 @@ PAIRS = {("logistic", "sse"), ("identity", "sse"), ("softmax", "cross_entropy"),
          ("logistic", "cross_entropy")}
 INITS = ("uniform", "glorot")
 DTYPES = ("float64", "float32")
+SCALES = ("standard",)
 
 
 class InputError(ValueError):
@@ -77,6 +81,13 @@ class MLP:
         Seed of the initial weights; the same seed gives the same network.
     dtype
         ``float64`` (default) or ``float32``.
+    scale
+        ``None`` (default: inputs as given, the seed's network) or ``standard``:
+        each input feature is standardised online, ``(x - mean) / sqrt(var)``
+        with the running mean and variance of the samples *before* it (so the
+        prequential figures stay honest), 0 while its variance is 0. The
+        statistics are part of the model: ``scaler_mean``, ``scaler_var``,
+        ``scaler_count``; ``predict`` applies them, ``save`` keeps them.
 
     Examples
     --------
@@ -90,11 +101,18 @@ class MLP:
     (2000, True)
     >>> net.predict_class([[0.5, 0.1, -0.3], [-0.5, 0.2, 0.9]])
     array([1, 0])
+
+    Inputs on wildly different scales, standardised inside the model:
+
+    >>> scaled = MLP([3, 4, 1], lr=1.0, seed=0, scale="standard")
+    >>> _ = scaled.learn(X * [1e-3, 1.0, 1e5], (X[:, 0] >= 0).astype(float))
+    >>> scaled.scaler_count, scaled.scaler_mean.shape
+    (2000, (3,))
     """
 
     def __init__(self, layers: Sequence[int], activation: str = "logistic", output: str = "logistic",
                  loss: str = "sse", lr: float = 0.1, bias: bool = True, init: str = "uniform",
-                 seed: int | None = None, dtype: str = "float64") -> None:
+                 seed: int | None = None, dtype: str = "float64", scale: str | None = None) -> None:
         sizes = [int(n) for n in layers]
         if len(sizes) < 2 or min(sizes) < 1:
             raise ValueError(f"layers={list(layers)}; expected at least two positive sizes, "
@@ -109,11 +127,13 @@ class MLP:
             raise ValueError("softmax needs at least 2 outputs; use output='logistic' for one")
         _choose("init", init, INITS)
         _choose("dtype", dtype, DTYPES)
+        _choose("scale", scale, (None,) + SCALES)
         if not np.isfinite(lr) or lr <= 0:
             raise ValueError(f"lr={lr}; expected a finite positive learning rate")
         self.layers = sizes
         self.activation, self.output, self.loss = activation, output, loss
         self.lr, self.bias, self.init, self.seed, self.dtype = float(lr), bool(bias), init, seed, dtype
+        self.scale = scale
 
         # One parameter buffer [W_0, b_0, W_1, b_1, ...]; weights and biases are views into it.
         self.params = np.zeros(sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:])), dtype=dtype)
@@ -132,8 +152,14 @@ class MLP:
         self._s_pre = np.zeros((len(sizes), max(sizes)), dtype=dtype)
         self._s_post = np.zeros_like(self._s_pre)
         self._delta = np.zeros_like(self._s_pre)
-        self._learn = kernels.learner(ACTIVATIONS[activation], OUTPUTS[output], LOSSES[loss], dtype)
-        self._predict = kernels.predictor(ACTIVATIONS[activation], OUTPUTS[output], dtype)
+        # The input scaler: rows 0 and 1 hold the running mean and the sum of squared
+        # deviations (Welford) of each input, in float64; (2, 0) when not scaling.
+        self._scaler = np.zeros((2, sizes[0] if scale else 0))
+        self.scaler_count = 0
+        self._learn = kernels.learner(ACTIVATIONS[activation], OUTPUTS[output], LOSSES[loss],
+                                      scale is not None, dtype)
+        self._predict = kernels.predictor(ACTIVATIONS[activation], OUTPUTS[output],
+                                          scale is not None, dtype)
         # Running prequential totals over everything learned so far.
         self.samples = 0
         self.sse_total = 0.0
@@ -142,7 +168,8 @@ class MLP:
 
     def __repr__(self) -> str:
         return (f"MLP({self.layers}, activation={self.activation!r}, output={self.output!r}, "
-                f"loss={self.loss!r}, lr={self.lr}, bias={self.bias}, dtype={self.dtype!r})")
+                f"loss={self.loss!r}, lr={self.lr}, bias={self.bias}, dtype={self.dtype!r}"
+                + (f", scale={self.scale!r})" if self.scale else ")"))
 
     @property
     def n_inputs(self) -> int:
@@ -152,11 +179,27 @@ class MLP:
     def n_outputs(self) -> int:
         return self.layers[-1]
 
+    @property
+    def scaler_mean(self) -> np.ndarray | None:
+        """Running mean of each input (float64, ``(inputs,)``); ``None`` without ``scale``."""
+        return self._scaler[0] if self.scale else None
+
+    @property
+    def scaler_var(self) -> np.ndarray | None:
+        """Running (population) variance of each input; ``None`` without ``scale``.
+
+        Inputs are scaled as ``(x - scaler_mean) / sqrt(scaler_var)``, 0 where
+        ``scaler_var`` is 0: subscribers apply the same transform.
+        """
+        if not self.scale:
+            return None
+        return self._scaler[1] / self.scaler_count if self.scaler_count else np.zeros(self.n_inputs)
+
     def spec(self) -> dict:
         """The constructor arguments, enough to rebuild the same architecture."""
         return dict(layers=self.layers, activation=self.activation, output=self.output,
                     loss=self.loss, lr=self.lr, bias=self.bias, init=self.init, seed=self.seed,
-                    dtype=self.dtype)
+                    dtype=self.dtype, scale=self.scale)
 
     # -- training and prediction -------------------------------------------------------------
 
@@ -177,22 +220,35 @@ class MLP:
         sample_loss = np.empty(n)
         predicted = np.empty(n, dtype=np.int64)
         actual = np.empty(n, dtype=np.int64)
-        sse = self._learn(self._Ws, self._bs, self.bias, self.params.dtype.type(self.lr), X, Y,
-                          self._s_pre, self._s_post, self._delta, sample_loss, predicted, actual)
+        lr = self.params.dtype.type(self.lr)
+        if self.scale:
+            sse = self._learn(self._Ws, self._bs, self.bias, lr, X, Y, self._scaler,
+                              self.scaler_count, self._s_pre, self._s_post, self._delta,
+                              sample_loss, predicted, actual)
+        else:  # the seed's kernel: no scaler arguments (see kernels.learner)
+            sse = self._learn(self._Ws, self._bs, self.bias, lr, X, Y, self._s_pre, self._s_post,
+                              self._delta, sample_loss, predicted, actual)
         result = Prequential(n=n, sse=float(sse), loss=float(sample_loss.sum()),
                              correct=int(np.count_nonzero(predicted == actual)),
                              sample_loss=sample_loss, predicted=predicted, actual=actual)
-        self.samples += n
-        self.sse_total += result.sse
-        self.loss_total += result.loss
-        self.correct_total += result.correct
+        self._add(n, result.sse, result.loss, result.correct)
         return result
+
+    def _add(self, n: int, sse: float, loss: float, correct: int) -> None:
+        """Count a learned batch of ``n`` rows in the running totals (and the scaler's rows)."""
+        self.samples += n
+        self.sse_total += sse
+        self.loss_total += loss
+        self.correct_total += correct
+        if self.scale:
+            self.scaler_count += n
 
     def predict(self, X) -> np.ndarray:
         """Outputs S_postA,O of every row, shape ``(n, outputs)``; no training."""
         X = self.check_inputs(X)
         out = np.empty((len(X), self.n_outputs), dtype=self.params.dtype)
-        self._predict(self._Ws, self._bs, self.bias, X, self._s_pre, self._s_post, out)
+        self._predict(self._Ws, self._bs, self.bias, X, self._scaler, self.scaler_count,
+                      self._s_pre, self._s_post, out)
         return out
 
     def predict_class(self, X) -> np.ndarray:
@@ -280,10 +336,13 @@ class MLP:
     # -- persistence ----------------------------------------------------------------------------
 
     def state(self) -> dict:
-        """Everything needed to continue exactly: spec, parameters and counters."""
-        return dict(spec=self.spec(), params=self.params.copy(), samples=self.samples,
-                    sse_total=self.sse_total, loss_total=self.loss_total,
-                    correct_total=self.correct_total)
+        """Everything needed to continue exactly: spec, parameters, scaler and counters."""
+        state = dict(spec=self.spec(), params=self.params.copy(), samples=self.samples,
+                     sse_total=self.sse_total, loss_total=self.loss_total,
+                     correct_total=self.correct_total)
+        if self.scale:
+            state.update(scaler=self._scaler.copy(), scaler_count=self.scaler_count)
+        return state
 
     @classmethod
     def from_state(cls, state: dict) -> "MLP":
@@ -294,6 +353,13 @@ class MLP:
             raise ValueError(f"parameters of shape {params.shape} and dtype {params.dtype} do not "
                              f"fit {net!r}, which needs {net.params.shape} {net.params.dtype}")
         net.params[...] = params
+        if net.scale:
+            scaler = np.asarray(state["scaler"])
+            if scaler.shape != net._scaler.shape:
+                raise ValueError(f"scaler of shape {scaler.shape} does not fit {net!r}, which "
+                                 f"needs {net._scaler.shape} (mean and squared deviations per input)")
+            net._scaler[...] = scaler
+            net.scaler_count = int(state["scaler_count"])
         net.samples = int(state["samples"])
         net.sse_total = float(state["sse_total"])
         net.loss_total = float(state["loss_total"])
@@ -313,31 +379,76 @@ class MLP:
         Atomic: a temporary file is written and fsynced, then renamed over ``path``,
         so a crash leaves either the old file or the new one, never half of one.
         """
-        state = self.state()
-        meta = {k: v for k, v in state.items() if k != "params"}
-        meta["extra"] = extra or {}
-        tmp = f"{os.fspath(path)}.tmp"
-        with open(tmp, "wb") as f:
-            np.savez(f, params=state["params"], meta=np.array(json.dumps(meta)))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        _write(path, self.state(), extra)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "MLP":
         """Read a network written by :meth:`save`."""
-        return read(path)[0]
+        net = read(path)[0]
+        if not isinstance(net, MLP):
+            raise ValueError(f"{os.fspath(path)} holds a {type(net).__name__}, not one network; "
+                             f"read it with {type(net).__name__}.load")
+        return net
 
 
-def read(path: str | os.PathLike) -> tuple[MLP, dict]:
-    """A network written by :meth:`MLP.save` and the ``extra`` saved with it; ``ValueError`` if corrupt."""
+def _write(path: str | os.PathLike, state: dict, extra: dict | None = None) -> None:
+    """Save a model's ``state()`` atomically: its arrays as ``.npy`` members, the rest as JSON.
+
+    Each array is stored under its place in the state (``params``,
+    ``members.2.params``), every other value in the ``meta`` member.
+    """
+    arrays: dict[str, np.ndarray] = {}
+    meta = _split(state, arrays)
+    meta["extra"] = extra or {}
+    tmp = f"{os.fspath(path)}.tmp"
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays, meta=np.array(json.dumps(meta)))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read(path: str | os.PathLike) -> tuple[MLP | Race, dict]:
+    """The model written to ``path`` (an :class:`MLP`, or a :class:`~streammlp.race.Race`) and
+    the ``extra`` saved with it; ``ValueError`` if the file is not one."""
     try:
         with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(str(data["meta"]))
-            params = data["params"]
-        return MLP.from_state({**meta, "params": params}), meta.get("extra", {})
-    except (OSError, ValueError, KeyError, TypeError) as e:
+            state = json.loads(str(data["meta"]))
+            for name in data.files:
+                if name != "meta":
+                    _put(state, name, data[name])
+        if state.get("kind") == "race":
+            from .race import Race  # race.py builds on this module
+            return Race.from_state(state), state.get("extra", {})
+        return MLP.from_state(state), state.get("extra", {})
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
         raise ValueError(f"{os.fspath(path)} is not a streammlp network file: {e}") from e
+
+
+def _split(value, arrays: dict, place: tuple = ()):
+    """``value`` without its arrays, which go into ``arrays`` under their dotted place."""
+    if isinstance(value, dict):
+        meta = {}
+        for key, v in value.items():
+            if isinstance(v, np.ndarray):
+                arrays[".".join(place + (key,))] = v
+            else:
+                meta[key] = _split(v, arrays, place + (key,))
+        return meta
+    if isinstance(value, list):
+        return [_split(v, arrays, place + (str(i),)) for i, v in enumerate(value)]
+    return value
+
+
+def _put(state, place: str, array: np.ndarray) -> None:
+    """Put ``array`` back at its dotted ``place`` in ``state`` (the inverse of :func:`_split`)."""
+    *parents, last = place.split(".")
+    for key in parents:
+        state = state[int(key)] if isinstance(state, list) else state[key]
+    if isinstance(state, list):
+        state[int(last)] = array
+    else:
+        state[last] = array
 
 
 def _choose(name: str, value: str, allowed) -> None:

@@ -104,3 +104,17 @@ def seed_learn(weight_ItoH, weight_HtoO, inputs, targets, LR=1.0):
         gradient_ItoH = np.outer(input, S_ERROR * w_HtoO * f_A_prime("logistic", S_preA_H))
         w_HtoO -= LR * gradient_HtoO
         weight_ItoH -= LR * gradient_ItoH
+
+
+def standardise_prequential(X: np.ndarray) -> np.ndarray:
+    """Each row of ``X`` standardised with the statistics of the rows *before* it.
+
+    Row ``n`` becomes ``(X[n] - mean) / sqrt(var)`` with the mean and population
+    variance of ``X[:n]``, recomputed from scratch (no running update); a feature
+    whose variance is 0 (always so for the first row) becomes 0.
+    """
+    Z = np.zeros(X.shape)
+    for n in range(1, len(X)):
+        mean, var = X[:n].mean(axis=0), X[:n].var(axis=0)
+        Z[n] = np.where(var > 0, (X[n] - mean) / np.sqrt(np.where(var > 0, var, 1.0)), 0.0)
+    return Z

@@ -1,0 +1,359 @@
+"""A race of configurations: several networks learn every sample; the one predicting best serves.
+
+Nobody knows the right learning rate or width of a stream in advance, and the
+kernels are fast enough to try several at once. Each member of a :class:`Race`
+takes one exact gradient step per sample, in order, exactly as it would alone;
+all of them are trained in one compiled call per batch. Each member's
+prequential loss and accuracy are kept over a decaying window, and the member
+with the best figures leads: it answers ``predict``, and its prediction of each
+sample, made before that sample is learned, is the race's prequential score.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from itertools import product
+from typing import Sequence
+
+import numpy as np
+
+from . import kernels
+from .network import ACTIVATIONS, LOSSES, MLP, OUTPUTS, Prequential, _choose, _write, read
+
+# Learning rates of the default grid. With standardised inputs and cross-entropy, a member
+# at lr 3 led on 23 of 131,226 samples over bench/race.py's eight streams: pure cost.
+LRS = (0.05, 0.2, 1.0)
+HIDDEN = (8, 32)  # hidden widths of the default grid
+WINDOW = 1000  # samples in the decaying window that ranks the members
+BY = {"loss": kernels.BY_LOSS, "accuracy": kernels.BY_ACCURACY}
+# What the members must share to run in one compiled loop (they may differ in width and lr).
+SHARED = ("n_inputs", "n_outputs", "activation", "output", "loss", "bias", "dtype", "scale")
+
+
+@dataclass(frozen=True)
+class RaceResult(Prequential):
+    """The race's prequential figures of one batch, and every member's.
+
+    The race's own (``loss``, ``correct``, ``predicted``...) score each row with
+    the prediction of the member that led before it, ``leaders[n]``; ``leader``
+    is the member leading after the batch. The ``member_*`` arrays have a row
+    (or entry) per member: :meth:`member` gives one member's figures as it
+    would report them alone.
+    """
+
+    leaders: np.ndarray  # (n,) the member that scored each row
+    leader: int
+    member_sse: np.ndarray  # (members,) ΣFE² over the batch
+    member_loss: np.ndarray  # (members,) summed loss
+    member_correct: np.ndarray  # (members,) rows classified right
+    member_sample_loss: np.ndarray  # (members, n)
+    member_predicted: np.ndarray  # (members, n)
+
+    def member(self, k: int) -> Prequential:
+        """Member ``k``'s figures of the batch."""
+        return Prequential(n=self.n, sse=float(self.member_sse[k]), loss=float(self.member_loss[k]),
+                           correct=int(self.member_correct[k]),
+                           sample_loss=self.member_sample_loss[k],
+                           predicted=self.member_predicted[k], actual=self.actual)
+
+
+class Race:
+    """Several networks over the same inputs, each trained on every sample; the best one leads.
+
+    Parameters
+    ----------
+    members
+        The networks. They must agree on inputs, outputs, activations, loss,
+        bias, dtype, input scaling and depth; widths, learning rates, seeds and
+        initialisations may differ. The race trains them in place.
+    window
+        The members are ranked on their prequential figures over a decaying
+        window: a sample ``t`` samples old weighs ``(1 - 1/window)**t``.
+    by
+        ``loss`` (lowest windowed loss leads) or ``accuracy`` (highest windowed
+        accuracy, then lowest loss). A member leads until another is strictly
+        better.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> race = Race.grid(3, 1, lrs=(0.1, 1.0), hidden=(4,), seed=0)
+    >>> race
+    Race(2 members, window=1000, by='loss', leader=0)
+    >>> X = np.random.default_rng(1).uniform(-1, 1, (3000, 3))
+    >>> result = race.learn(X, (X[:, 0] >= 0).astype(int))
+    >>> race.leader, race.leader_net.lr, result.accuracy > 0.9
+    (1, 1.0, True)
+    >>> race.predict_class([[0.5, 0.1, -0.3], [-0.5, 0.2, 0.9]])
+    array([1, 0])
+    """
+
+    def __init__(self, members: Sequence[MLP], window: int = WINDOW, by: str = "loss") -> None:
+        members = list(members)
+        if not members or not all(isinstance(m, MLP) for m in members):
+            raise TypeError(f"members={members!r}; expected a non-empty sequence of MLP")
+        for k, m in enumerate(members):
+            for name in SHARED:
+                if getattr(m, name) != getattr(members[0], name):
+                    raise ValueError(f"member {k} has {name}={getattr(m, name)!r} and member 0 "
+                                     f"{getattr(members[0], name)!r}; a race's members must agree "
+                                     f"on {', '.join(SHARED)}")
+            if len(m.layers) != len(members[0].layers):
+                raise ValueError(f"member {k} has {len(m.layers) - 1} layers of weights and member 0 "
+                                 f"{len(members[0].layers) - 1}; a race's members must have the same "
+                                 "depth (widths may differ)")
+            if any(m is other for other in members[:k]):
+                raise ValueError(f"member {k} appears twice; pass distinct networks (copy.deepcopy)")
+        if int(window) != window or window < 1:
+            raise ValueError(f"window={window}; expected a positive whole number of samples")
+        _choose("by", by, BY)
+        self.members, self.window, self.by = members, int(window), by
+        self.leader = 0
+        # Decaying-window means per member: row 0 loss, row 1 accuracy; _weight is the
+        # sum of the window's weights over the samples seen (0: none yet).
+        self._figures = np.zeros((2, len(members)))
+        self._weight = 0.0
+        first = members[0]
+        # What the race kernel takes: each member's own views, one entry per member.
+        self._Wss = tuple(m._Ws for m in members)
+        self._bss = tuple(m._bs for m in members)
+        self._scalers = tuple(m._scaler for m in members)
+        self._lrs = np.array([m.lr for m in members], dtype=first.dtype)
+        shape = (len(first.layers), max(max(m.layers) for m in members))
+        self._s_pre = np.zeros(shape, dtype=first.dtype)
+        self._s_post = np.zeros_like(self._s_pre)
+        self._delta = np.zeros_like(self._s_pre)
+        self._race = kernels.racer(ACTIVATIONS[first.activation], OUTPUTS[first.output],
+                                   LOSSES[first.loss], first.scale is not None, BY[by], first.dtype)
+        # The race's own prequential totals: each sample scored by the member leading before it.
+        self.samples = 0
+        self.sse_total = 0.0
+        self.loss_total = 0.0
+        self.correct_total = 0
+
+    @classmethod
+    def grid(cls, inputs: int, outputs: int, lrs: Sequence[float] = LRS,
+             hidden: Sequence[int | Sequence[int]] = HIDDEN, activation: str = "logistic",
+             output: str | None = None, loss: str | None = None, scale: str | None = "standard",
+             init: str = "glorot", bias: bool = True, seed: int | None = None,
+             dtype: str = "float64", window: int = WINDOW, by: str = "loss") -> "Race":
+        """A race of one member per hidden width and learning rate (widths outer, lrs inner).
+
+        ``hidden`` holds one width per member shape, or a sequence of widths
+        for deeper members. By default the members standardise their inputs and
+        are built for classification: ``softmax`` outputs with cross-entropy for
+        several outputs, ``logistic`` with cross-entropy for one (pass
+        ``output="identity", loss="sse"`` for regression).
+
+        Examples
+        --------
+        >>> race = Race.grid(64, 10)
+        >>> len(race.members), race.members[4]
+        (6, MLP([64, 32, 10], activation='logistic', output='softmax', loss='cross_entropy', lr=0.2, bias=True, dtype='float64', scale='standard'))
+        """
+        if output is None:
+            output = "softmax" if outputs > 1 else "logistic"
+        if loss is None:
+            loss = "cross_entropy" if output in ("softmax", "logistic") else "sse"
+        members = [MLP([inputs, *([h] if np.isscalar(h) else h), outputs], activation=activation,
+                       output=output, loss=loss, lr=lr, bias=bias, init=init, seed=seed,
+                       dtype=dtype, scale=scale)
+                   for h, lr in product(hidden, lrs)]
+        return cls(members, window=window, by=by)
+
+    def __repr__(self) -> str:
+        return (f"Race({len(self.members)} members, window={self.window}, by={self.by!r}, "
+                f"leader={self.leader})")
+
+    # -- the leader, and what a caller of one network reads from it ----------------------------
+
+    @property
+    def leader_net(self) -> MLP:
+        """The leading member: the one ``predict`` uses."""
+        return self.members[self.leader]
+
+    @property
+    def n_inputs(self) -> int:
+        return self.members[0].n_inputs
+
+    @property
+    def n_outputs(self) -> int:
+        return self.members[0].n_outputs
+
+    @property
+    def layers(self) -> list[int]:
+        """The leader's layer sizes."""
+        return self.leader_net.layers
+
+    @property
+    def activation(self) -> str:
+        return self.members[0].activation
+
+    @property
+    def output(self) -> str:
+        return self.members[0].output
+
+    @property
+    def weights(self) -> list[np.ndarray]:
+        """The leader's weights (views into its parameters)."""
+        return self.leader_net.weights
+
+    @property
+    def biases(self) -> list[np.ndarray]:
+        """The leader's biases."""
+        return self.leader_net.biases
+
+    @property
+    def scaler_mean(self) -> np.ndarray | None:
+        """The leader's input means (every member has seen the same inputs)."""
+        return self.leader_net.scaler_mean
+
+    @property
+    def scaler_var(self) -> np.ndarray | None:
+        """The leader's input variances."""
+        return self.leader_net.scaler_var
+
+    @property
+    def ew_loss(self) -> np.ndarray:
+        """Each member's prequential loss over the decaying window (NaN before any sample)."""
+        return self._figures[0].copy() if self._weight else np.full(len(self.members), np.nan)
+
+    @property
+    def ew_accuracy(self) -> np.ndarray:
+        """Each member's prequential accuracy over the decaying window (NaN before any sample)."""
+        return self._figures[1].copy() if self._weight else np.full(len(self.members), np.nan)
+
+    # -- training and prediction ---------------------------------------------------------------
+
+    def learn(self, X, y) -> RaceResult:
+        """Train every member on the rows of ``X`` in order, one gradient step per row each.
+
+        ``y`` as for :meth:`MLP.learn`. Everything is checked before the first
+        update. Returns the race's and every member's prequential figures.
+        """
+        X = self.check_inputs(X)
+        return self.learn_checked(X, self.check_targets(y, len(X)))
+
+    def learn_checked(self, X: np.ndarray, Y: np.ndarray) -> RaceResult:
+        """:meth:`learn` for arrays that :meth:`check_inputs` and :meth:`check_targets` returned."""
+        n, K = len(X), len(self.members)
+        sample_loss, sample_sse = np.empty((K, n)), np.empty((K, n))
+        predicted = np.empty((K, n), dtype=np.int64)
+        actual, leaders = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+        race_loss, race_predicted = np.empty(n), np.empty(n, dtype=np.int64)
+        totals = np.empty((3, K + 1))  # ΣFE², loss, correct rows: each member's, then the race's
+        counts = np.array([m.scaler_count for m in self.members], dtype=np.int64)
+        self._weight, leader = self._race(
+            self._Wss, self._bss, self.members[0].bias, self._lrs, X, Y, self._scalers, counts,
+            self._s_pre, self._s_post, self._delta, sample_loss, sample_sse, predicted, actual,
+            self._figures, self._weight, 1.0 / self.window, self.leader, leaders, race_loss,
+            race_predicted, totals)
+        self.leader = int(leader)
+        sse, loss, correct = totals.tolist()
+        for k, member in enumerate(self.members):
+            member._add(n, sse[k], loss[k], int(correct[k]))
+        self._add(n, sse[K], loss[K], int(correct[K]))
+        return RaceResult(n=n, sse=sse[K], loss=loss[K], correct=int(correct[K]),
+                          sample_loss=race_loss, predicted=race_predicted, actual=actual,
+                          leaders=leaders, leader=self.leader, member_sse=totals[0, :K],
+                          member_loss=totals[1, :K], member_correct=totals[2, :K].astype(np.int64),
+                          member_sample_loss=sample_loss, member_predicted=predicted)
+
+    def _add(self, n: int, sse: float, loss: float, correct: int) -> None:
+        """Count a learned batch of ``n`` rows in the race's running totals."""
+        self.samples += n
+        self.sse_total += sse
+        self.loss_total += loss
+        self.correct_total += correct
+
+    def predict(self, X) -> np.ndarray:
+        """The leader's outputs for every row, shape ``(n, outputs)``; no training."""
+        return self.leader_net.predict(X)
+
+    def predict_class(self, X) -> np.ndarray:
+        """The leader's class for every row (see :meth:`MLP.predict_class`)."""
+        return self.leader_net.predict_class(X)
+
+    def check_inputs(self, X) -> np.ndarray:
+        """See :meth:`MLP.check_inputs`; every member takes the same inputs."""
+        return self.members[0].check_inputs(X)
+
+    def check_targets(self, y, n: int) -> np.ndarray:
+        """See :meth:`MLP.check_targets`."""
+        return self.members[0].check_targets(y, n)
+
+    def check_many(self, messages: list[tuple[np.ndarray, np.ndarray]]):
+        """See :meth:`MLP.check_many`."""
+        return self.members[0].check_many(messages)
+
+    # -- reporting and persistence -------------------------------------------------------------
+
+    def summary(self) -> dict:
+        """Every member's figures and the leader, as plain numbers (JSON- and msgpack-able).
+
+        Per member: ``lr``, ``layers``, ``ew_loss`` and ``ew_accuracy`` (over the
+        decaying window, NaN before any sample), ``loss`` and ``accuracy`` (mean
+        since the start).
+        """
+        ew_loss, ew_accuracy = self.ew_loss, self.ew_accuracy
+        members = [{"member": k, "layers": m.layers, "lr": m.lr,
+                    "ew_loss": float(ew_loss[k]), "ew_accuracy": float(ew_accuracy[k]),
+                    "loss": m.loss_total / m.samples if m.samples else float("nan"),
+                    "accuracy": m.correct_total / m.samples if m.samples else float("nan")}
+                   for k, m in enumerate(self.members)]
+        return {"leader": self.leader, "by": self.by, "window": self.window,
+                "samples": self.samples, "members": members}
+
+    def spec(self) -> dict:
+        """The members' constructor arguments and the race's, enough to rebuild it untrained."""
+        return dict(members=[m.spec() for m in self.members], window=self.window, by=self.by)
+
+    def state(self) -> dict:
+        """Everything needed to continue exactly: every member's state, the window's figures, the leader."""
+        return dict(kind="race", members=[m.state() for m in self.members], window=self.window,
+                    by=self.by, leader=self.leader, weight=self._weight,
+                    figures=self._figures.copy(), samples=self.samples, sse_total=self.sse_total,
+                    loss_total=self.loss_total, correct_total=self.correct_total)
+
+    @classmethod
+    def from_state(cls, state: dict) -> "Race":
+        """Rebuild a race from :meth:`state`."""
+        race = cls([MLP.from_state(s) for s in state["members"]], window=state["window"],
+                   by=state["by"])
+        figures = np.asarray(state["figures"], dtype=np.float64)
+        if figures.shape != race._figures.shape:
+            raise ValueError(f"figures of shape {figures.shape} do not fit a race of "
+                             f"{len(race.members)} members, which needs {race._figures.shape}")
+        leader = int(state["leader"])
+        if not 0 <= leader < len(race.members):
+            raise ValueError(f"leader {leader} is not a member; the race has {len(race.members)}")
+        race._figures[...] = figures
+        race._weight, race.leader = float(state["weight"]), leader
+        race.samples = int(state["samples"])
+        race.sse_total = float(state["sse_total"])
+        race.loss_total = float(state["loss_total"])
+        race.correct_total = int(state["correct_total"])
+        return race
+
+    # copy.deepcopy and pickle go through the state, like MLP's.
+    def __getstate__(self) -> dict:
+        return self.state()
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(Race.from_state(state).__dict__)
+
+    def save(self, path: str | os.PathLike, extra: dict | None = None) -> None:
+        """Write the race (and ``extra``, any JSON-able dict) to an ``.npz`` file, atomically.
+
+        :func:`streammlp.read` reads it back, like a network's.
+        """
+        _write(path, self.state(), extra)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Race":
+        """Read a race written by :meth:`save`."""
+        race = read(path)[0]
+        if not isinstance(race, Race):
+            raise ValueError(f"{os.fspath(path)} holds one network, not a race; read it with MLP.load")
+        return race

@@ -1,0 +1,193 @@
+"""Race: each member against the same network trained alone; the leader against a recomputation."""
+
+import copy
+import json
+
+import numpy as np
+import pytest
+
+from streammlp import MLP, Race, read
+
+
+def batches(n, rng, sizes=(1, 7, 64, 300)):
+    """Split ``range(n)`` into consecutive slices of cycling sizes."""
+    start, i = 0, 0
+    while start < n:
+        yield slice(start, min(n, start + sizes[i % len(sizes)]))
+        start += sizes[i % len(sizes)]
+        i += 1
+
+
+@pytest.mark.parametrize("scale", [None, "standard"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("hidden", [(8, 32), ((6, 4), (3, 9))])
+def test_each_member_learns_exactly_as_it_would_alone(scale, dtype, hidden, rng):
+    race = Race.grid(5, 3, hidden=hidden, scale=scale, dtype=dtype, seed=7)
+    alone = [copy.deepcopy(m) for m in race.members]
+    X = rng.normal(size=(1500, 5)) * [1, 10, 0.1, 1, 100]
+    y = rng.integers(0, 3, 1500)
+    for rows in batches(len(X), rng):
+        result = race.learn(X[rows], y[rows])
+        for k, net in enumerate(alone):
+            own = net.learn(X[rows], y[rows])
+            member = result.member(k)
+            assert np.array_equal(member.sample_loss, own.sample_loss)
+            assert np.array_equal(member.predicted, own.predicted)
+            assert member.correct == own.correct and member.sse == pytest.approx(own.sse, rel=1e-12)
+    assert len(race.members) == 6
+    for member, net in zip(race.members, alone):  # the same bits (1e-12 is the issue's bar)
+        assert np.array_equal(member.params, net.params)
+        assert member.samples == net.samples == 1500 and member.correct_total == net.correct_total
+        if scale:
+            assert member.scaler_count == net.scaler_count
+            assert np.array_equal(member.scaler_mean, net.scaler_mean)
+
+
+def test_members_with_their_own_history_still_learn_as_alone(rng):
+    """A member whose scaler has seen other rows standardises with its own statistics."""
+    X, y = rng.normal(size=(600, 4)) * [1, 5, 50, 0.5], rng.integers(0, 2, 600)
+    fresh = MLP([4, 6, 1], output="logistic", loss="cross_entropy", lr=0.2, seed=0, scale="standard")
+    seasoned = MLP([4, 9, 1], output="logistic", loss="cross_entropy", lr=1.0, seed=1, scale="standard")
+    seasoned.learn(X[:100] * 2.0, y[:100])
+    twin = copy.deepcopy(fresh)  # same statistics as `fresh`: shares its standardised rows
+    race = Race([fresh, seasoned, twin])
+    alone = [copy.deepcopy(m) for m in race.members]
+    for rows in batches(500, rng):
+        race.learn(X[100:][rows], y[100:][rows])
+        for net in alone:
+            net.learn(X[100:][rows], y[100:][rows])
+    for member, net in zip(race.members, alone):
+        assert np.array_equal(member.params, net.params)
+        assert np.array_equal(member._scaler, net._scaler) and member.scaler_count == net.scaler_count
+
+
+def windowed(values, window):
+    """Means of ``values[:t]`` weighted ``(1 - 1/window)**age``, for every t: a batch recomputation."""
+    decay = 1.0 - 1.0 / window
+    out = np.full((len(values) + 1,) + values.shape[1:], np.nan)
+    for t in range(1, len(values) + 1):
+        w = decay ** np.arange(t - 1, -1, -1)
+        out[t] = w @ values[:t] / w.sum()
+    return out
+
+
+@pytest.mark.parametrize("by", ["loss", "accuracy"])
+def test_the_leader_is_the_member_with_the_best_windowed_figure(by, rng):
+    window = 50
+    race = Race.grid(4, 1, lrs=(0.01, 0.3, 3.0), hidden=(2, 8), window=window, by=by, seed=1)
+    X = rng.uniform(-1, 1, (900, 4))
+    y = ((X[:, 0] + 0.3 * rng.normal(size=900)) >= 0).astype(int)
+    results = [race.learn(X[rows], y[rows]) for rows in batches(len(X), rng)]
+    member_loss = np.concatenate([r.member_sample_loss for r in results], axis=1).T  # (n, members)
+    member_hit = np.concatenate([r.member_predicted == r.actual for r in results], axis=1).T
+    leaders = np.concatenate([r.leaders for r in results])
+    loss, accuracy = windowed(member_loss, window), windowed(member_hit.astype(float), window)
+    np.testing.assert_allclose(race.ew_loss, loss[-1], rtol=1e-9)
+    np.testing.assert_allclose(race.ew_accuracy, accuracy[-1], rtol=1e-9)
+    # After every row t, the leader has the best figures of rows 0..t (on a tie it stays).
+    leading = np.append(leaders, race.leader)  # leading[t]: the leader after t rows
+    key = loss if by == "loss" else np.stack([-accuracy, loss], axis=-1)
+    for t in range(1, len(X) + 1):
+        best = min(range(key.shape[1]), key=lambda k: tuple(np.atleast_1d(key[t, k])))
+        assert np.allclose(key[t, leading[t]], key[t, best], rtol=1e-9, atol=0), t
+    assert len(set(leaders.tolist())) > 1  # the test sees the leader move
+
+
+def test_the_race_scores_each_row_with_the_leader_before_it(rng):
+    race = Race.grid(3, 2, lrs=(0.1, 1.0), hidden=(4, 16), seed=2)
+    X, y = rng.uniform(-1, 1, (2000, 3)), rng.integers(0, 2, 2000)
+    result = race.learn(X, y)
+    rows = np.arange(len(X))
+    assert np.array_equal(result.sample_loss, result.member_sample_loss[result.leaders, rows])
+    assert np.array_equal(result.predicted, result.member_predicted[result.leaders, rows])
+    assert result.correct == np.count_nonzero(result.predicted == y)
+    assert result.loss == pytest.approx(result.sample_loss.sum(), rel=1e-12)
+    assert result.leaders[0] == 0 and result.leader == race.leader
+    assert (race.samples, race.correct_total) == (2000, result.correct)
+    assert np.array_equal(race.predict(X[:50]), race.leader_net.predict(X[:50]))
+    assert np.array_equal(race.predict_class(X[:50]), race.leader_net.predict_class(X[:50]))
+
+
+def rotating_after_noise(n, seed):
+    """``n`` samples of a fixed boundary with 20 % label noise, then ``n`` of a boundary that
+    turns once every 2,000 samples: the first half rewards a small learning rate, the second a large one."""
+    r = np.random.default_rng(seed)
+    X = r.uniform(-1, 1, (2 * n, 2))
+    t = np.arange(2 * n)
+    angle = np.where(t < n, 0.0, 2 * np.pi * (t - n) / 2000)
+    y = (X[:, 0] * np.cos(angle) + X[:, 1] * np.sin(angle) >= 0).astype(int)
+    return X, y ^ ((t < n) & (r.uniform(size=2 * n) < 0.2))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_leader_changes_when_the_best_learning_rate_does(seed):
+    X, y = rotating_after_noise(10_000, seed)
+    race = Race.grid(2, 1, lrs=(0.05, 1.0), hidden=(8,), window=500, seed=seed)
+    calm = race.learn(X[:10_000], y[:10_000])
+    assert race.leader == 0 and np.mean(calm.leaders[5000:] == 0) > 0.9
+    turning = race.learn(X[10_000:], y[10_000:])
+    assert race.leader == 1 and np.mean(turning.leaders[5000:] == 1) > 0.9
+
+
+def test_save_read_and_deepcopy_continue_identically(tmp_path, rng):
+    race = Race.grid(3, 3, lrs=(0.1, 1.0), hidden=(4, 6), seed=3, window=100, by="accuracy")
+    X, y = rng.uniform(-1, 1, (800, 3)) * [1, 1e3, 1], rng.integers(0, 3, 800)
+    race.learn(X[:300], y[:300])
+    race.save(tmp_path / "race.npz", extra={"rejected": {"shape": 2}})
+    loaded, extra = read(tmp_path / "race.npz")
+    assert isinstance(loaded, Race) and extra == {"rejected": {"shape": 2}}
+    assert Race.load(tmp_path / "race.npz").spec() == race.spec() == loaded.spec()
+    twin = copy.deepcopy(race)
+    assert loaded.summary() == race.summary() == twin.summary()
+    results = [r.learn(X[300:], y[300:]) for r in (race, loaded, twin)]
+    for other, result in zip((loaded, twin), results[1:]):
+        assert other.leader == race.leader and np.array_equal(other.ew_loss, race.ew_loss)
+        assert np.array_equal(result.leaders, results[0].leaders)
+        for a, b in zip(race.members, other.members):
+            assert np.array_equal(a.params, b.params) and np.array_equal(a._scaler, b._scaler)
+    MLP([3, 4, 1]).save(tmp_path / "net.npz")
+    with pytest.raises(ValueError, match="not a race"):
+        Race.load(tmp_path / "net.npz")
+    with pytest.raises(ValueError, match="holds a Race"):
+        MLP.load(tmp_path / "race.npz")
+
+
+def test_summary_is_plain_json(rng):
+    race = Race.grid(3, 1, seed=0)
+    assert np.isnan(race.summary()["members"][0]["ew_loss"])  # nothing seen yet
+    race.learn(rng.uniform(-1, 1, (100, 3)), rng.integers(0, 2, 100))
+    summary = json.loads(json.dumps(race.summary()))
+    assert summary["leader"] == race.leader and summary["samples"] == 100
+    assert [m["lr"] for m in summary["members"]] == [0.05, 0.2, 1.0] * 2
+    assert [m["layers"] for m in summary["members"]] == [[3, 8, 1]] * 3 + [[3, 32, 1]] * 3
+    assert set(summary["members"][0]) == {"member", "layers", "lr", "ew_loss", "ew_accuracy",
+                                          "loss", "accuracy"}
+
+
+def test_bad_input_raises_before_any_update(rng):
+    race = Race.grid(3, 2, lrs=(0.1, 1.0), hidden=(4,), seed=0)
+    race.learn(rng.uniform(-1, 1, (5, 3)), rng.integers(0, 2, 5))
+    before = [m.params.copy() for m in race.members], race.samples
+    with pytest.raises(ValueError, match="X has 4 columns; this network takes 3"):
+        race.learn(np.zeros((2, 4)), np.zeros(2, dtype=int))
+    with pytest.raises(ValueError, match="label 2 at row 1 is out of range"):
+        race.learn(np.zeros((2, 3)), np.array([0, 2]))
+    assert all(np.array_equal(m.params, p) for m, p in zip(race.members, before[0]))
+    assert race.samples == before[1]
+
+
+@pytest.mark.parametrize("members,kwargs,message", [
+    ([], {}, "non-empty sequence of MLP"),
+    ([MLP([3, 4, 1]), MLP([3, 4, 4, 1])], {}, "member 1 has 3 layers of weights and member 0 2"),
+    ([MLP([3, 4, 1]), MLP([2, 4, 1])], {}, "member 1 has n_inputs=2 and member 0 3"),
+    ([MLP([3, 4, 1]), MLP([3, 4, 1], activation="tanh")], {}, "activation='tanh'"),
+    ([MLP([3, 4, 1]), MLP([3, 4, 1], scale="standard")], {}, "scale='standard'"),
+    ([MLP([3, 4, 1])], {"window": 0}, "window=0"),
+    ([MLP([3, 4, 1])], {"by": "speed"}, "by='speed'"),
+])
+def test_bad_races_are_explained(members, kwargs, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        Race(members, **kwargs)
+    net = MLP([3, 4, 1])
+    with pytest.raises(ValueError, match="member 1 appears twice"):
+        Race([net, net])

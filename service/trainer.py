@@ -23,6 +23,7 @@ import zmq
 from streammlp import protocol, security
 from streammlp.metrics import StreamMetrics
 from streammlp.network import MLP, InputError, read
+from streammlp.race import Race
 
 from .ledger import Ledger
 from .prometheus import PrometheusExporter
@@ -227,37 +228,32 @@ class Trainer:
     def _train(self, X: np.ndarray, Y: np.ndarray, rows: list[int]) -> dict[int, InputError]:
         """Train on checked rows; undo any message that leaves a weight non-finite.
 
-        ``rows`` are the messages' row counts. If the batch diverges, the weights
-        from before it are restored and its messages trained one by one, so
+        ``rows`` are the messages' row counts. If the batch diverges, the model
+        from before it is restored and its messages trained one by one, so
         only the ones that diverge are dropped (their errors are returned).
         """
-        saved = self._snapshot()
+        saved = self.net.state()
         result = self.net.learn_checked(X, Y)
-        if np.isfinite(self.net.params).all():
+        if self._finite():
             self.metrics.update(result)
             return {}
-        self._restore(saved)
+        self.net = type(self.net).from_state(saved)
         errors, start = {}, 0
         for j, n in enumerate(rows):
-            saved = self._snapshot()
+            saved = self.net.state()
             result = self.net.learn_checked(X[start:start + n], Y[start:start + n])
-            if np.isfinite(self.net.params).all():
+            if self._finite():
                 self.metrics.update(result)
             else:
-                self._restore(saved)
+                self.net = type(self.net).from_state(saved)
                 errors[j] = InputError("diverged", "training on this message left non-finite "
-                                       "weights; the weights from before it were restored")
+                                       "weights; the model from before it was restored")
             start += n
         return errors
 
-    def _snapshot(self) -> tuple:
-        net = self.net
-        return net.params.copy(), net.samples, net.sse_total, net.loss_total, net.correct_total
-
-    def _restore(self, saved: tuple) -> None:
-        net = self.net
-        net.params[...] = saved[0]
-        net.samples, net.sse_total, net.loss_total, net.correct_total = saved[1:]
+    def _finite(self) -> bool:
+        """Every weight of the model (of every member, in a race) is finite."""
+        return all(np.isfinite(m.params).all() for m in getattr(self.net, "members", [self.net]))
 
     def _reject(self, e: ValueError, frame: bytes, sender: bytes | None = None) -> None:
         reason = getattr(e, "reason", "invalid")
@@ -312,8 +308,11 @@ class Trainer:
     # -- output --------------------------------------------------------------------------------
 
     def metrics_body(self) -> dict:
-        return {"v": protocol.VERSION, "version": self.version, "ts": time.time(),
+        body = {"v": protocol.VERSION, "version": self.version, "ts": time.time(),
                 **self.metrics.summary(), "rejected": dict(self.rejected)}
+        if isinstance(self.net, Race):
+            body["race"] = self.net.summary()  # every member's figures and the leader
+        return body
 
     def _send(self, topic: bytes, body: dict) -> None:
         self.publisher.send_multipart([topic, protocol.pack(body)])
@@ -361,6 +360,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--init", default="uniform")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--dtype", default="float64")
+    p.add_argument("--scale", default=None, choices=["standard"],
+                   help="standardise each input online (running mean and variance)")
+    p.add_argument("--race", action="store_true",
+                   help="train a grid of learning rates x hidden widths on every sample and "
+                        "serve the member with the best recent loss (--layers gives inputs,outputs)")
     p.add_argument("--ingest", default=INGEST)
     p.add_argument("--publish", default=PUBLISH)
     p.add_argument("--control", default=CONTROL)
@@ -393,8 +397,13 @@ def build(args: argparse.Namespace) -> Trainer:
         layers = [int(n) for n in args.layers.split(",")]
     except ValueError:
         raise ValueError(f"--layers {args.layers!r}: expected comma-separated sizes such as 3,4,1")
-    net = MLP(layers, activation=args.activation, output=args.output, loss=args.loss, lr=args.lr,
-              bias=args.bias, init=args.init, seed=args.seed, dtype=args.dtype)
+    if args.race:
+        net = Race.grid(layers[0], layers[-1], seed=args.seed, dtype=args.dtype,
+                        scale=args.scale or "standard")
+    else:
+        net = MLP(layers, activation=args.activation, output=args.output, loss=args.loss,
+                  lr=args.lr, bias=args.bias, init=args.init, seed=args.seed, dtype=args.dtype,
+                  scale=args.scale)
     extra = {}
     if args.resume and not args.checkpoint:
         raise ValueError("--resume needs --checkpoint PATH")
@@ -403,11 +412,10 @@ def build(args: argparse.Namespace) -> Trainer:
         log.info("streammlp serve: --resume: no checkpoint at %s yet, starting afresh", args.checkpoint)
     elif args.resume:
         saved, extra = read(args.checkpoint)
-        mismatched = {k: (v, net.spec()[k]) for k, v in saved.spec().items()
-                      if k not in ("seed", "init") and v != net.spec()[k]}
-        if mismatched:
-            raise ValueError(f"checkpoint {args.checkpoint} does not match the options: "
-                             + ", ".join(f"{k} is {a!r} there, {b!r} here" for k, (a, b) in mismatched.items()))
+        there, here = _comparable(saved), _comparable(net)
+        if there != here:
+            raise ValueError(f"checkpoint {args.checkpoint} does not match the options: it holds "
+                             f"{there}, the options ask for {here}")
         net = saved
     return Trainer(net, ingest=args.ingest, publish=args.publish, control=args.control,
                    publish_every_samples=args.publish_every_samples,
@@ -445,6 +453,16 @@ def main(argv: list[str] | None = None) -> int:
     trainer.run()
     log.info("streammlp serve: stopped at version %d", trainer.version)
     return 0
+
+
+def _comparable(model) -> dict:
+    """A model's kind and spec without what only sets its first weights (seed, init)."""
+    def strip(spec: dict) -> dict:
+        return {k: v for k, v in spec.items() if k not in ("seed", "init")}
+    spec = model.spec()
+    if isinstance(model, Race):
+        return {"race": [strip(m) for m in spec["members"]], "window": spec["window"]}
+    return strip(spec)
 
 
 def _lenient_unpack(frame: bytes) -> dict:

@@ -51,7 +51,8 @@ def demo(args: argparse.Namespace) -> int:
         args.drift = None  # past the end of the stream: no drift to show
     layers = args.layers or task["layers"]
     serve = ["--layers", layers, "--activation", task["activation"], "--lr", str(args.lr or task["lr"]),
-             "--init", "glorot", "--seed", str(args.seed), "--publish-every-ms", "100",
+             "--init", "glorot", "--scale", "standard", "--seed", str(args.seed),
+             "--publish-every-ms", "100",
              "--window", str(args.window)]
     if task["softmax"]:
         serve += ["--output", "softmax", "--loss", "cross_entropy"]

@@ -158,11 +158,17 @@ def decode_samples(frame: bytes) -> Samples:
 # -- publish -------------------------------------------------------------------------------------
 
 def weights_body(net, version: int) -> dict:
-    """The ``weights`` message of a network: every layer's W and b as binary arrays."""
-    return {"v": VERSION, "version": version, "ts": time.time(),
+    """The ``weights`` message of a network (or a race's leader): every layer's W and b as
+    binary arrays, the input scaler's mean and variance if it scales, the leader's index."""
+    body = {"v": VERSION, "version": version, "ts": time.time(),
             "layers": [{"W": encode_array(W), "b": encode_array(b)}
                        for W, b in zip(net.weights, net.biases)],
             "activation": net.activation, "output": net.output}
+    if net.scaler_mean is not None:
+        body["scaler"] = {"mean": encode_array(net.scaler_mean), "var": encode_array(net.scaler_var)}
+    if getattr(net, "leader", None) is not None:
+        body["member"] = net.leader
+    return body
 
 
 @dataclass
@@ -175,13 +181,20 @@ class Weights:
     biases: list[np.ndarray]
     activation: str
     output: str
+    scaler_mean: np.ndarray | None = None  # inputs are used as (x - mean) / sqrt(var), 0 where var is 0
+    scaler_var: np.ndarray | None = None
+    member: int | None = None  # with --race: which member leads
 
 
 def decode_weights(body: dict) -> Weights:
+    scaler = body.get("scaler") or {}
     return Weights(version=body["version"], ts=body["ts"],
                    weights=[decode_array("W", layer["W"]) for layer in body["layers"]],
                    biases=[decode_array("b", layer["b"]) for layer in body["layers"]],
-                   activation=body["activation"], output=body["output"])
+                   activation=body["activation"], output=body["output"],
+                   scaler_mean=decode_array("mean", scaler["mean"]) if scaler else None,
+                   scaler_var=decode_array("var", scaler["var"]) if scaler else None,
+                   member=body.get("member"))
 
 
 def event_body(kind: str, **fields) -> dict:

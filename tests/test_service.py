@@ -62,8 +62,7 @@ def test_pushed_samples_train_exactly_like_learn(service, control, rng):
     with Producer(service.ingest) as p, Producer(service.ingest, binary=False) as lists:
         for i, (a, b) in enumerate(zip(cuts[:-1], cuts[1:])):
             (p if i % 2 else lists).send(X[a:b], y[a:b])
-            if i % 2 == 0:  # two sockets: wait, so that arrival order is send order
-                wait_for_version(control, start + b)
+            wait_for_version(control, start + b)  # two sockets: arrival order is send order
     wait_for_version(control, start + 3000)
     net.learn(X, y)
     assert_same_weights(control, net)

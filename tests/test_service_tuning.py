@@ -1,0 +1,82 @@
+"""The service with online input scaling (--scale) and with a race of configurations (--race)."""
+
+import time
+
+import numpy as np
+
+from streammlp import MLP, Race
+from streammlp.client import Control, Producer, Subscriber
+from conftest import running_service
+
+RECV_TIMEOUT = 10.0
+
+
+def wait_for(control, version):
+    deadline = time.monotonic() + RECV_TIMEOUT
+    while control.ping() < version:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def unscaled_stream(n, rng):
+    X = rng.uniform(-1, 1, (n, 3)) * [1e-3, 1.0, 1e5] + [0.0, 0.0, 3e5]
+    return X, (X[:, 0] >= 0).astype(float)
+
+
+def test_scaled_service_trains_and_publishes_like_a_scaled_mlp(rng):
+    X, y = unscaled_stream(2000, rng)
+    with running_service("--layers", "3,4,1", "--lr", "1", "--seed", "4", "--scale", "standard") as s, \
+            Control(s.control, timeout=RECV_TIMEOUT) as control:
+        with Producer(s.ingest) as p:
+            for i in range(0, 2000, 100):
+                p.send(X[i:i + 100], y[i:i + 100])
+        wait_for(control, 2000)
+        snap = control.snapshot()
+        outputs, _ = control.predict(X[:5])
+    net = MLP([3, 4, 1], lr=1.0, seed=4, scale="standard")
+    net.learn(X, y)
+    for mine, theirs in zip(net.weights + net.biases, snap.weights + snap.biases):
+        np.testing.assert_allclose(theirs, mine, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(snap.scaler_mean, net.scaler_mean, rtol=1e-12)
+    np.testing.assert_allclose(snap.scaler_var, net.scaler_var, rtol=1e-12)
+    np.testing.assert_allclose(outputs, net.predict(X[:5]), rtol=0, atol=1e-12)
+    # What a subscriber does with the published scaler: the same outputs as the service.
+    Z = np.where(snap.scaler_var > 0, (X[:5] - snap.scaler_mean) / np.sqrt(np.where(
+        snap.scaler_var > 0, snap.scaler_var, 1)), 0.0)
+    plain = MLP([3, 4, 1], seed=0)
+    for mine, theirs in zip(plain.weights + plain.biases, snap.weights + snap.biases):
+        mine[...] = theirs
+    np.testing.assert_allclose(plain.predict(Z), outputs, rtol=0, atol=1e-9)
+
+
+def test_race_service_serves_the_leader_and_publishes_every_member(tmp_path, rng):
+    X, y = unscaled_stream(3000, rng)
+    args = ("--layers", "3,1", "--race", "--seed", "6", "--publish-every-ms", "20",
+            "--checkpoint", str(tmp_path / "race.npz"))
+    with running_service(*args) as s, Control(s.control, timeout=RECV_TIMEOUT) as control:
+        with Producer(s.ingest) as p:
+            p.send(X[:2000], y[:2000])
+        wait_for(control, 2000)
+        with Subscriber(s.publish, topics=("metrics",), timeout=RECV_TIMEOUT) as sub:
+            metrics = sub.recv()[1]
+        snap = control.snapshot()
+        assert s.stop() == 0
+    race = Race.grid(3, 1, seed=6)
+    race.learn(X[:2000], y[:2000])
+    assert snap.member == race.leader == metrics["race"]["leader"]
+    assert len(metrics["race"]["members"]) == len(race.members)
+    leader = race.members[race.leader]
+    for mine, theirs in zip(leader.weights + leader.biases, snap.weights + snap.biases):
+        np.testing.assert_allclose(theirs, mine, rtol=0, atol=1e-12)
+    # The race resumes from its checkpoint and goes on exactly.
+    with running_service(*args, "--resume") as s, Control(s.control, timeout=RECV_TIMEOUT) as control:
+        assert control.ping() == 2000
+        with Producer(s.ingest) as p:
+            p.send(X[2000:], y[2000:])
+        wait_for(control, 3000)
+        snap = control.snapshot()
+    race.learn(X[2000:], y[2000:])
+    leader = race.members[race.leader]
+    assert snap.member == race.leader
+    for mine, theirs in zip(leader.weights + leader.biases, snap.weights + snap.biases):
+        np.testing.assert_allclose(theirs, mine, rtol=0, atol=1e-12)

@@ -39,7 +39,7 @@ import statistics
 import sys
 import threading
 import time
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import zmq

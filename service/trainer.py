@@ -22,7 +22,7 @@ import zmq
 
 from streammlp import protocol, security
 from streammlp.metrics import StreamMetrics
-from streammlp.network import MLP, InputError, read
+from streammlp.network import MLP, InputError, classify, read
 from streammlp.race import Race
 
 from .ledger import Ledger
@@ -290,10 +290,8 @@ class Trainer:
                     raise ValueError("predict needs 'x': a list of rows or a binary array")
                 X = self.net.check_inputs(protocol.decode_array("x", body["x"]))
                 outputs = self.net.predict(X)
-                classes = (outputs[:, 0] >= 0.5).astype(np.int64) if outputs.shape[1] == 1 \
-                    else outputs.argmax(axis=1)
                 reply = protocol.ok(outputs=protocol.encode_array(outputs),
-                                    classes=classes.tolist(), version=self.version)
+                                    classes=classify(outputs).tolist(), version=self.version)
             elif op == "save":
                 if not self.checkpoint:
                     raise ValueError("no checkpoint path: start the service with --checkpoint PATH")

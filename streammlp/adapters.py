@@ -34,7 +34,7 @@ from collections.abc import Hashable
 
 import numpy as np
 
-from .network import MLP
+from .network import MLP, classify
 
 SKLEARN = ("OnlineMLPClassifier", "OnlineMLPRegressor")
 RIVER = ("RiverMLPClassifier", "RiverMLPRegressor")
@@ -279,9 +279,8 @@ class _SklearnClassifier(_SklearnMLP):
 
     def predict(self, X) -> np.ndarray:
         """Class of every row: :meth:`MLP.predict_class` mapped to ``classes_``."""
-        out = self.predict_outputs(X)
-        return self.classes_[(out[:, 0] >= 0.5).astype(np.int64) if out.shape[1] == 1
-                             else out.argmax(axis=1)]
+        classes = classify(self.predict_outputs(X))  # first: it raises NotFittedError if unfitted
+        return self.classes_[classes]
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -509,9 +508,8 @@ class _RiverClassifier(_RiverMLP):
 
     def predict_one(self, x: dict) -> Hashable:
         """The label :meth:`MLP.predict_class` picks: output >= 0.5 for two classes, else argmax."""
-        row = self._row(x)
-        out = self.net.predict(row)[0]
-        return self._labels[int(out[0] >= 0.5) if len(out) == 1 else int(out.argmax())]
+        row = self._row(x)  # first: on the first call it makes the network
+        return self._labels[int(classify(self.net.predict(row))[0])]
 
     def learn_many(self, X, y) -> None:
         """One gradient step per row of the DataFrame ``X``, in order; ``y``: a Series of labels."""

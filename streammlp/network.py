@@ -253,10 +253,7 @@ class MLP:
 
     def predict_class(self, X) -> np.ndarray:
         """Class of every row: output ≥ 0.5 for one output (the seed's rule), argmax for several."""
-        out = self.predict(X)
-        if self.n_outputs == 1:
-            return (out[:, 0] >= 0.5).astype(np.int64)
-        return out.argmax(axis=1)
+        return classify(self.predict(X))
 
     # -- input checks: everything is validated before any update --------------------------------
 
@@ -406,6 +403,14 @@ def _write(path: str | os.PathLike, state: dict, extra: dict | None = None) -> N
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def classify(outputs: np.ndarray) -> np.ndarray:
+    """Class of each row of ``(n, outputs)`` outputs: ≥ 0.5 for one output (the seed's rule),
+    argmax for several. The kernels' ``_classify`` is the same rule inside the training loop."""
+    if outputs.shape[1] == 1:
+        return (outputs[:, 0] >= 0.5).astype(np.int64)
+    return outputs.argmax(axis=1)
 
 
 def read(path: str | os.PathLike) -> tuple[MLP | Race, dict]:

@@ -1,7 +1,8 @@
 """The trainer process: samples in over ZeroMQ, one gradient step each, weights and metrics out.
 
 A sample's path, start to end: ``samples`` socket (PULL) -> ``Trainer._drain``
-(decode and check every message, in arrival order) -> ``MLP.learn`` (one
+(decode and check every message, in arrival order; ``_train_alike`` does a
+drain of frames alike but for their numbers in one step) -> ``MLP.learn`` (one
 kernel call for all that arrived, one step per sample) -> ``StreamMetrics`` ->
 ``publisher`` (PUB: ``weights``, ``metrics``, ``events``). The ``control``
 socket (ROUTER) answers ping, snapshot, stats, predict and save.
@@ -64,6 +65,7 @@ class Trainer:
         self.durable_every_s = durable_every_ms / 1000.0
         self.durable_every_messages = durable_every_messages
         self._undurable_messages = 0
+        self._template: protocol.FrameTemplate | None = None  # the shape of the last drain's frames
         if ingest_acked and not checkpoint:
             raise ValueError("--ingest-acked acknowledges what is on disk: it needs --checkpoint PATH")
         self.stopping = False
@@ -179,6 +181,8 @@ class Trainer:
             size += len(received[-1][0])
         if not received:
             return
+        if not acked and len(received) > 1 and self._train_alike([frame for frame, _ in received]):
+            return
         decoded = []  # Samples to train, an InputError to reject, or None: already answered
         for frame, sender in received:
             try:
@@ -199,6 +203,29 @@ class Trainer:
             self._reject(errors[i], *received[i])
         if acked:
             self._undurable_messages += len(received)
+
+    def _train_alike(self, frames: list[bytes]) -> bool:
+        """Train a drain of frames alike but for their payloads (see ``protocol.FrameTemplate``)
+        in one step; False, with nothing done, if any frame or row needs a verdict of its own."""
+        run = self._template.decode(frames) if self._template else None
+        if run is None:
+            try:
+                self._template = protocol.FrameTemplate(frames[0])
+            except protocol.ProtocolError:
+                self._template = None
+                return False
+            run = self._template.decode(frames)
+            if run is None:
+                return False
+        try:
+            X = self.net.check_inputs(run.x)
+            Y = self.net.check_targets(run.y, len(X))
+        except InputError:
+            return False
+        rows = len(self._template.message.x)
+        for j, e in self._train(X, Y, [rows] * len(frames)).items():
+            self._reject(e, frames[j])
+        return True
 
     def _admit(self, message, frame: bytes, sender: bytes):
         """Sequence one message of the acknowledged ingest (see ``Ledger``): it, or None if answered."""

@@ -57,6 +57,49 @@ def test_wrongly_typed_messages_are_refused_with_a_reason(body):
     decode_contract(msgpack.packb(body, use_bin_type=True))
 
 
+@st.composite
+def alike_frames(draw):
+    """Frames of one shape and dtypes with random numbers, and random byte edits of some of them."""
+    n, d, m = draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(2, 6))
+    x_dtype, y_dtype = draw(st.sampled_from(["<f8", "<f4"])), draw(st.sampled_from(["<f8", "<i8"]))
+    y_shape = draw(st.sampled_from([(n,), (n, 2)]))
+    producer = draw(st.none() | st.just("sensor-1"))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    frames = [protocol.encode_samples(rng.normal(size=(n, d)).astype(x_dtype),
+                                      rng.integers(0, 2, y_shape).astype(y_dtype), producer=producer)
+              for _ in range(m)]
+    edits = draw(st.lists(st.tuples(st.integers(0, m - 1), st.integers(0, 10**6), st.integers(0, 255)),
+                          max_size=3))
+    template = frames[0]
+    for i, at, byte in edits:
+        frame = bytearray(frames[i])
+        if at % 5 == 0:  # one byte more or less
+            frame = frame[:-1] if at % 2 else frame + bytes([byte])
+        else:
+            frame[at % len(frame)] = byte
+        frames[i] = bytes(frame)
+    return template, frames, bool(edits)
+
+
+@settings(max_examples=400, deadline=None)
+@given(alike_frames())
+def test_a_frame_template_decodes_exactly_what_decode_samples_does(case):
+    """FrameTemplate.decode gives the frames' samples as decode_samples reads them, or refuses."""
+    template, frames, edited = case
+    template = protocol.FrameTemplate(template)  # made from the first frame, before any edit
+    run = template.decode(frames)
+    if run is None:
+        assert edited, "frames alike but for their numbers must decode"
+        return
+    one_by_one = [protocol.decode_samples(frame) for frame in frames]  # raises if one is not valid
+    for name in "xy":
+        expected = np.concatenate([getattr(m, name) for m in one_by_one])
+        got = getattr(run, name)
+        assert got.dtype == expected.dtype and got.shape == expected.shape
+        assert got.tobytes() == expected.tobytes()  # bit for bit, NaN payloads too
+    assert run.producer == one_by_one[0].producer
+
+
 def hostile_frames(rng: np.random.Generator, count: int) -> list[bytes]:
     """Malformed and hostile frames of every kind, none of them trainable."""
     good = protocol.encode_samples(np.zeros((2, 3)), np.zeros(2))

@@ -225,16 +225,27 @@ def test_corrupt_checkpoint_is_refused(tmp_path):
 
 
 def test_fast_producer_is_held_back_not_dropped(rng):
+    """A slowed trainer drains hundreds of alike single-sample messages at once (the one-step
+    path of ``protocol.FrameTemplate``): NaN ones among them and frames of another shape still
+    get their own verdicts, and the good samples train exactly as ``MLP.learn`` in order."""
     n = 20_000
     X = rng.uniform(-1, 1, (n, 3))
     y = (X[:, 0] >= 0).astype(float)
+    X[::997, 1] = np.nan  # alike frames, bad numbers
+    good = ~np.isnan(X).any(axis=1)
     with running_service(*ARGS, "--delay-ms", "20") as s:
-        with Producer(s.ingest, timeout=60) as p:
-            for i in range(n):  # one sample per message, far faster than the slowed trainer
-                p.send(X[i:i + 1], y[i:i + 1])
         with Control(s.control, timeout=RECV_TIMEOUT) as c:
-            wait_for_version(c, n, timeout=60)
-            assert c.stats()["samples"] == n and c.stats()["rejected"] == {}
+            net = twin_of(c)
+            with Producer(s.ingest, timeout=60) as p:
+                for i in range(n):  # one sample per message, far faster than the slowed trainer
+                    if i % 1000 == 999:  # another layout, on the same socket to keep the order
+                        p.socket.send(protocol.encode_samples(X[i:i + 1], y[i:i + 1], binary=False))
+                    else:
+                        p.send(X[i:i + 1], y[i:i + 1])
+            wait_for_version(c, int(good.sum()), timeout=60)
+            assert c.stats()["rejected"] == {"non_finite": int((~good).sum())}
+            net.learn(X[good], y[good])
+            assert_same_weights(c, net)
 
 
 def test_prometheus_exposition_follows_the_metrics(rng):

@@ -10,7 +10,8 @@ cross-entropy, integer labels), all float64 with lr 0.1 and seed 0, it prints:
   timed from the first send until ``Control.ping()``, polled every ``POLL_S``
   once the last message is sent, reports all N trained;
 - samples/s of ``MLP.learn`` in this process on the same rows, one call per
-  message, and the ratio service/in-process;
+  message, and the ratio service/in-process: service and in-process rounds
+  alternate, and the ratio is the median of each pair's ratio;
 - raw pyzmq PUSH/PULL messages/s between two processes, the same way, with the
   3-4-1 single-sample frames and no service: the ceiling for one sample per message;
 - latency from a sample's send to a ``Subscriber`` holding weights that include
@@ -39,7 +40,7 @@ import statistics
 import sys
 import threading
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import zmq
@@ -118,23 +119,24 @@ def reported(done: mp.Queue, what: str, timeout: float = TIMEOUT) -> None:
                            "is the service (or the PULL socket) still taking messages?") from None
 
 
-def rounds(endpoint: str, layers: list[int], n: int, rows: int, repeats: int,
-           wait: Callable[[mp.Queue], None]) -> float:
-    """Median seconds for a producer process to get ``n`` samples past ``wait(done)``."""
+@contextlib.contextmanager
+def producer(endpoint: str, layers: list[int], n: int, rows: int) -> Iterator[Callable]:
+    """A producer process holding ``n`` samples encoded in messages of ``rows``. Yields
+    ``send(wait)``: the seconds one round takes to get all of them past ``wait(done)``."""
     go, done = SPAWN.Queue(), SPAWN.Queue()
     proc = SPAWN.Process(target=produce, args=(endpoint, layers, n, rows, go, done), daemon=True)
     proc.start()
+
+    def send(wait: Callable[[mp.Queue], None]) -> float:
+        start = time.perf_counter()
+        go.put(True)
+        wait(done)
+        return time.perf_counter() - start
     try:
         reported(done, "ready", START_TIMEOUT)  # connected, and every message encoded
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            go.put(True)
-            wait(done)
-            times.append(time.perf_counter() - start)
+        yield send
         go.put(None)
         proc.join(STOP_TIMEOUT)
-        return statistics.median(times)
     finally:
         if proc.is_alive():
             stop(proc)
@@ -160,19 +162,20 @@ def trained(control: Control, n: int) -> Callable[[mp.Queue], None]:
     return wait
 
 
-def in_process(layers: list[int], spec: dict, n: int, rows: int, repeats: int) -> float:
-    """Median seconds of ``MLP.learn`` over the producer's rows, one call per message."""
+def in_process(layers: list[int], spec: dict, n: int, rows: int) -> Callable[[], float]:
+    """A round of ``MLP.learn`` over the producer's rows in this process, one call per message:
+    call it for its seconds."""
     net = MLP(layers, lr=LR, seed=0, **spec)
     X, y = data(layers, n)
     batches = [(X[i:i + rows], y[i:i + rows]) for i in range(0, n, rows)]
     net.learn(*batches[0])  # warm-up: loads the kernel from the Numba cache, or compiles it
-    times = []
-    for _ in range(repeats):
+
+    def one_round() -> float:
         start = time.perf_counter()
         for Xb, yb in batches:
             net.learn(Xb, yb)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        return time.perf_counter() - start
+    return one_round
 
 
 def raw_pushpull(n: int, repeats: int) -> float:
@@ -187,7 +190,8 @@ def raw_pushpull(n: int, repeats: int) -> float:
             pull.recv()
         reported(done, "sent")
     try:
-        return rounds(pull.getsockopt_string(zmq.LAST_ENDPOINT), [3, 4, 1], n, 1, repeats, received)
+        with producer(pull.getsockopt_string(zmq.LAST_ENDPOINT), [3, 4, 1], n, 1) as send:
+            return statistics.median(send(received) for _ in range(repeats))
     finally:
         pull.close(linger=0)
         context.term()
@@ -267,13 +271,17 @@ def main() -> None:
         with ServiceProcess(*options) as process, Control(process.control) as control:
             for rows, n in plan.items():
                 n //= scale
-                service = n / rounds(process.ingest, layers, n, rows, repeats,
-                                     trained(control, n))
-                local = n / in_process(layers, spec, n, rows, repeats)
+                with producer(process.ingest, layers, n, rows) as send:
+                    wait, local_round = trained(control, n), in_process(layers, spec, n, rows)
+                    # Rounds alternate, so a change of the machine's load hits both sides alike.
+                    times = [(send(wait), local_round()) for _ in range(repeats)]
+                service = n / statistics.median(remote for remote, _ in times)
+                local = n / statistics.median(here for _, here in times)
+                ratio = statistics.median(here / remote for remote, here in times)
                 if rows == 1:
                     single[name] = service
                 print(f"{name:>11} {rows:>8} {n:>9,} {service:>11,.0f} {local:>11,.0f} "
-                      f"{service / local:>6.2f}  {target(name, rows, service, service / local)}")
+                      f"{ratio:>6.2f}  {target(name, rows, service, ratio)}")
 
     n = RAW_MESSAGES // scale
     raw = n / raw_pushpull(n, repeats)

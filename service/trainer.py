@@ -36,7 +36,10 @@ PUBLISH = "tcp://127.0.0.1:5556"
 CONTROL = "tcp://127.0.0.1:5557"
 POLL_MS = 100  # longest wait before the loop looks at timers and the stop flag
 MAX_DRAIN = 512  # messages taken off the ingest queue before training them in one call
-MAX_DRAIN_BYTES = 64 << 20  # ... or bytes, so a drain of large messages stays bounded in memory
+# ... or bytes (one message may be larger). Small drains are faster, not only bounded: their
+# buffers are reused, where a 64 MB drain's were mapped afresh each time and copied at a tenth
+# of the speed (page faults: 1.5 GB/s against 17 GB/s for 4 MB, measured here).
+MAX_DRAIN_BYTES = 4 << 20
 LINGER_MS = 1000  # how long a closing socket may still flush queued messages
 INGEST_HWM = 1000  # queued ingest messages before producers' PUSH sockets block
 

@@ -10,8 +10,10 @@ cross-entropy, integer labels), all float64 with lr 0.1 and seed 0, it prints:
   timed from the first send until ``Control.ping()``, polled every ``POLL_S``
   once the last message is sent, reports all N trained;
 - samples/s of ``MLP.learn`` in this process on the same rows, one call per
-  message, and the ratio service/in-process: service and in-process rounds
-  alternate, and the ratio is the median of each pair's ratio;
+  message, starting from the service's weights (so both do the same work, and
+  end with the same weights, which is checked), and the ratio
+  service/in-process: service and in-process rounds alternate, and the ratio
+  is the median of each pair's ratio;
 - raw pyzmq PUSH/PULL messages/s between two processes, the same way, with the
   3-4-1 single-sample frames and no service: the ceiling for one sample per message;
 - latency from a sample's send to a ``Subscriber`` holding weights that include
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import itertools
 import multiprocessing as mp
 import os
@@ -162,20 +165,36 @@ def trained(control: Control, n: int) -> Callable[[mp.Queue], None]:
     return wait
 
 
-def in_process(layers: list[int], spec: dict, n: int, rows: int) -> Callable[[], float]:
-    """A round of ``MLP.learn`` over the producer's rows in this process, one call per message:
-    call it for its seconds."""
+def in_process(layers: list[int], spec: dict, n: int, rows: int,
+               start: protocol.Weights) -> tuple[Callable[[], float], MLP]:
+    """A round of ``MLP.learn`` over the producer's rows in this process, one call per message
+    (call it for its seconds), and its network, which starts from the service's weights.
+
+    Both sides then train the same weights on the same rows in the same order: the same
+    work. (Weights that have trained longer are slower to train, as saturated units cost
+    more: a fresh network here against the service's would flatter in-process by ~15 %.)
+    """
     net = MLP(layers, lr=LR, seed=0, **spec)
+    for mine, theirs in zip(net.weights + net.biases, start.weights + start.biases):
+        mine[...] = theirs
     X, y = data(layers, n)
     batches = [(X[i:i + rows], y[i:i + rows]) for i in range(0, n, rows)]
-    net.learn(*batches[0])  # warm-up: loads the kernel from the Numba cache, or compiles it
+    copy.deepcopy(net).learn(*batches[0])  # warm-up: loads the kernel from the Numba cache
 
     def one_round() -> float:
-        start = time.perf_counter()
+        begin = time.perf_counter()
         for Xb, yb in batches:
             net.learn(Xb, yb)
-        return time.perf_counter() - start
-    return one_round
+        return time.perf_counter() - begin
+    return one_round, net
+
+
+def same_weights(net: MLP, snapshot: protocol.Weights) -> None:
+    """Raise unless the service holds ``net``'s weights: the two sides did not do the same work."""
+    for mine, theirs in zip(net.weights + net.biases, snapshot.weights + snapshot.biases):
+        if not np.allclose(mine, theirs, rtol=0, atol=1e-9):
+            raise RuntimeError("the service's weights differ from the in-process network's "
+                               "after the same rows: the comparison is not like for like")
 
 
 def raw_pushpull(n: int, repeats: int) -> float:
@@ -272,9 +291,11 @@ def main() -> None:
             for rows, n in plan.items():
                 n //= scale
                 with producer(process.ingest, layers, n, rows) as send:
-                    wait, local_round = trained(control, n), in_process(layers, spec, n, rows)
+                    wait = trained(control, n)
+                    local_round, net = in_process(layers, spec, n, rows, control.snapshot())
                     # Rounds alternate, so a change of the machine's load hits both sides alike.
                     times = [(send(wait), local_round()) for _ in range(repeats)]
+                same_weights(net, control.snapshot())
                 service = n / statistics.median(remote for remote, _ in times)
                 local = n / statistics.median(here for _, here in times)
                 ratio = statistics.median(here / remote for remote, here in times)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import ctypes
 import logging
 import os
 import signal
@@ -42,6 +43,8 @@ MAX_DRAIN = 512  # messages taken off the ingest queue before training them in o
 MAX_DRAIN_BYTES = 4 << 20
 LINGER_MS = 1000  # how long a closing socket may still flush queued messages
 INGEST_HWM = 1000  # queued ingest messages before producers' PUSH sockets block
+KEEP_FREED_BYTES = 64 << 20  # freed memory glibc may keep for reuse (see keep_freed_memory)
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
 
 
 class Trainer:
@@ -457,9 +460,28 @@ def build(args: argparse.Namespace) -> Trainer:
                    allow_keys=args.allow_keys)
 
 
+def keep_freed_memory() -> None:
+    """Have glibc keep freed memory for reuse rather than give it back to the OS at once.
+
+    Every drain allocates and frees buffers of megabytes (frames, the joined
+    payloads, the rows). By default glibc returns them to the OS and the next
+    drain faults them in again page by page: 875k page faults, a fifth of the
+    service's time, in a run of 1024-row messages at 16-32-1; 48k with this.
+    The cost: up to ``KEEP_FREED_BYTES`` stays mapped after a burst. Other C
+    libraries keep their own policy.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc
+        return
+    libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)  # blocks below this come from the reusable heap
+    libc.mallopt(M_TRIM_THRESHOLD, KEEP_FREED_BYTES)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     args = parse_args(argv)
+    keep_freed_memory()
     try:
         trainer = build(args)
     except ValueError as e:

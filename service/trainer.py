@@ -72,6 +72,10 @@ class Trainer:
         self.durable_every_messages = durable_every_messages
         self._undurable_messages = 0
         self._template: protocol.FrameTemplate | None = None  # the shape of the last drain's frames
+        # Ingest frames are received here, reused every drain. Room for a full drain and one
+        # largest message more (ZMQ_MAXMSGSIZE), so recv_into never truncates; pages are
+        # only touched as they are used.
+        self._inbox = memoryview(np.empty(MAX_DRAIN_BYTES + protocol.MAX_MESSAGE_BYTES, np.uint8))
         if ingest_acked and not checkpoint:
             raise ValueError("--ingest-acked acknowledges what is on disk: it needs --checkpoint PATH")
         self.stopping = False
@@ -180,14 +184,16 @@ class Trainer:
                 if acked:
                     parts = sock.recv_multipart(zmq.NOBLOCK)
                     received.append((parts[1] if len(parts) == 2 else b"", parts[0]))
-                else:
-                    received.append((sock.recv(zmq.NOBLOCK), None))
+                else:  # back to back into the inbox: no allocation, no copy to join them later
+                    n = sock.recv_into(self._inbox[size:], flags=zmq.NOBLOCK)
+                    received.append((self._inbox[size:size + n], None))
             except zmq.Again:
                 break
             size += len(received[-1][0])
         if not received:
             return
-        if not acked and len(received) > 1 and self._train_alike([frame for frame, _ in received]):
+        if not acked and len(received) > 1 and self._train_alike(
+                [frame for frame, _ in received], self._inbox[:size]):
             return
         decoded = []  # Samples to train, an InputError to reject, or None: already answered
         for frame, sender in received:
@@ -210,17 +216,19 @@ class Trainer:
         if acked:
             self._undurable_messages += len(received)
 
-    def _train_alike(self, frames: list[bytes]) -> bool:
-        """Train a drain of frames alike but for their payloads (see ``protocol.FrameTemplate``)
-        in one step; False, with nothing done, if any frame or row needs a verdict of its own."""
-        run = self._template.decode(frames) if self._template else None
+    def _train_alike(self, frames: list[memoryview], data: memoryview) -> bool:
+        """Train a drain of frames alike but for their payloads (see ``protocol.FrameTemplate``;
+        ``data``: the frames back to back) in one step; False, with nothing done, if any frame
+        or row needs a verdict of its own."""
+        lengths = [len(frame) for frame in frames]
+        run = self._template.decode(data, lengths) if self._template else None
         if run is None:
             try:
                 self._template = protocol.FrameTemplate(frames[0])
             except protocol.ProtocolError:
                 self._template = None
                 return False
-            run = self._template.decode(frames)
+            run = self._template.decode(data, lengths)
             if run is None:
                 return False
         try:

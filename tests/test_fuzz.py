@@ -87,7 +87,7 @@ def test_a_frame_template_decodes_exactly_what_decode_samples_does(case):
     """FrameTemplate.decode gives the frames' samples as decode_samples reads them, or refuses."""
     template, frames, edited = case
     template = protocol.FrameTemplate(template)  # made from the first frame, before any edit
-    run = template.decode(frames)
+    run = template.decode(b"".join(frames), [len(frame) for frame in frames])
     if run is None:
         assert edited, "frames alike but for their numbers must decode"
         return

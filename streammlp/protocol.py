@@ -200,8 +200,8 @@ class FrameTemplate:
         """One payload of every frame as one array: the template's rows, m times over."""
         a = getattr(self.message, name)
         start, stop = self.spans[name]
-        # A strided, unaligned view of the received bytes (reshape copies it if a frame holds
-        # several rows; the network's checks copy it otherwise): nothing refers to ``rows`` after.
+        # Reshape copies the strided payloads if a frame holds several rows; with one row per
+        # frame it returns a view of ``data``, which the network's checks copy before training.
         return rows[:, start:stop].view(a.dtype).reshape((len(rows) * len(a),) + a.shape[1:])
 
 

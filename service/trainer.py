@@ -1,4 +1,4 @@
-"""The trainer process: samples in over ZeroMQ, one gradient step each, weights and metrics out.
+"""The trainer loop: samples in over ZeroMQ, one gradient step each, weights and metrics out.
 
 A sample's path, start to end: ``samples`` socket (PULL) -> ``Trainer._drain``
 (decode and check every message, in arrival order; ``_train_alike`` does a
@@ -10,13 +10,8 @@ socket (ROUTER) answers ping, snapshot, stats, predict and save.
 
 from __future__ import annotations
 
-import argparse
 import copy
-import ctypes
 import logging
-import os
-import signal
-import sys
 import time
 
 import numpy as np
@@ -24,7 +19,7 @@ import zmq
 
 from streammlp import protocol, security
 from streammlp.metrics import StreamMetrics
-from streammlp.network import MLP, InputError, classify, read
+from streammlp.network import MLP, InputError, classify
 from streammlp.race import Race
 
 from .ledger import Ledger
@@ -43,8 +38,6 @@ MAX_DRAIN = 512  # messages taken off the ingest queue before training them in o
 MAX_DRAIN_BYTES = 4 << 20
 LINGER_MS = 1000  # how long a closing socket may still flush queued messages
 INGEST_HWM = 1000  # queued ingest messages before producers' PUSH sockets block
-KEEP_FREED_BYTES = 64 << 20  # freed memory glibc may keep for reuse (see keep_freed_memory)
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
 
 
 class Trainer:
@@ -386,141 +379,6 @@ class Trainer:
         self.context.term()
         if self.prometheus:
             self.prometheus.close()
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="streammlp serve", description="Run the online trainer service.")
-    p.add_argument("--layers", default="3,4,1", help="units per layer, inputs first (default 3,4,1)")
-    p.add_argument("--lr", type=float, default=1.0)
-    p.add_argument("--no-bias", dest="bias", action="store_false")
-    p.add_argument("--activation", default="logistic")
-    p.add_argument("--output", default="logistic")
-    p.add_argument("--loss", default="sse")
-    p.add_argument("--init", default="uniform")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--dtype", default="float64")
-    p.add_argument("--scale", default=None, choices=["standard"],
-                   help="standardise each input online (running mean and variance)")
-    p.add_argument("--race", action="store_true",
-                   help="train a grid of learning rates x hidden widths on every sample and "
-                        "serve the member with the best recent loss (--layers gives inputs,outputs)")
-    p.add_argument("--ingest", default=INGEST)
-    p.add_argument("--publish", default=PUBLISH)
-    p.add_argument("--control", default=CONTROL)
-    p.add_argument("--ingest-acked", default=None,
-                   help="also take acknowledged samples here (ROUTER; needs --checkpoint)")
-    p.add_argument("--durable-every-ms", type=float, default=50.0,
-                   help="with unacknowledged samples, checkpoint at least this often")
-    p.add_argument("--durable-every-messages", type=int, default=1000,
-                   help="... or after this many acknowledged-ingest messages")
-    p.add_argument("--curve-secret", default=None,
-                   help="CurveZMQ: the service's .key_secret file (turns on CURVE on every socket)")
-    p.add_argument("--allow-keys", default=None,
-                   help="CurveZMQ: directory of the public .key files of allowed clients")
-    p.add_argument("--publish-every-samples", type=int, default=10_000)
-    p.add_argument("--publish-every-ms", type=float, default=200.0)
-    p.add_argument("--window", type=int, default=1000, help="samples in the rolling metrics window")
-    p.add_argument("--checkpoint", default=None, help="file to save the model to, atomically")
-    p.add_argument("--checkpoint-every-s", type=float, default=30.0)
-    p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
-    p.add_argument("--prometheus-port", type=int, default=None,
-                   help="serve Prometheus metrics on 127.0.0.1:PORT (0: a free port)")
-    p.add_argument("--delay-ms", type=float, default=0.0,
-                   help="sleep after each drained batch (to test back-pressure)")
-    return p.parse_args(argv)
-
-
-def build(args: argparse.Namespace) -> Trainer:
-    """The trainer the options describe; a fresh network, or the checkpoint's with --resume."""
-    try:
-        layers = [int(n) for n in args.layers.split(",")]
-    except ValueError:
-        raise ValueError(f"--layers {args.layers!r}: expected comma-separated sizes such as 3,4,1")
-    if args.race:
-        net = Race.grid(layers[0], layers[-1], seed=args.seed, dtype=args.dtype,
-                        scale=args.scale or "standard")
-    else:
-        net = MLP(layers, activation=args.activation, output=args.output, loss=args.loss,
-                  lr=args.lr, bias=args.bias, init=args.init, seed=args.seed, dtype=args.dtype,
-                  scale=args.scale)
-    extra = {}
-    if args.resume and not args.checkpoint:
-        raise ValueError("--resume needs --checkpoint PATH")
-    if args.resume and not os.path.exists(args.checkpoint):
-        # A crash before the first checkpoint: nothing was durable, so nothing is lost.
-        log.info("streammlp serve: --resume: no checkpoint at %s yet, starting afresh", args.checkpoint)
-    elif args.resume:
-        saved, extra = read(args.checkpoint)
-        there, here = _comparable(saved), _comparable(net)
-        if there != here:
-            raise ValueError(f"checkpoint {args.checkpoint} does not match the options: it holds "
-                             f"{there}, the options ask for {here}")
-        net = saved
-    return Trainer(net, ingest=args.ingest, publish=args.publish, control=args.control,
-                   publish_every_samples=args.publish_every_samples,
-                   publish_every_ms=args.publish_every_ms, checkpoint=args.checkpoint,
-                   checkpoint_every_s=args.checkpoint_every_s, window=args.window,
-                   delay_ms=args.delay_ms, rejected=extra.get("rejected"),
-                   prometheus_port=args.prometheus_port, ingest_acked=args.ingest_acked,
-                   durable_every_ms=args.durable_every_ms,
-                   durable_every_messages=args.durable_every_messages,
-                   producers=extra.get("producers"), curve_secret=args.curve_secret,
-                   allow_keys=args.allow_keys)
-
-
-def keep_freed_memory() -> None:
-    """Have glibc keep freed memory for reuse rather than give it back to the OS at once.
-
-    Every drain allocates and frees buffers of megabytes (frames, the joined
-    payloads, the rows). By default glibc returns them to the OS and the next
-    drain faults them in again page by page: 875k page faults, a fifth of the
-    service's time, in a run of 1024-row messages at 16-32-1; 48k with this.
-    The cost: up to ``KEEP_FREED_BYTES`` stays mapped after a burst. Other C
-    libraries keep their own policy.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc
-        return
-    libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)  # blocks below this come from the reusable heap
-    libc.mallopt(M_TRIM_THRESHOLD, KEEP_FREED_BYTES)
-
-
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    args = parse_args(argv)
-    keep_freed_memory()
-    try:
-        trainer = build(args)
-    except ValueError as e:
-        log.error("streammlp serve: %s", e)
-        return 2
-
-    def stop(signum, frame):
-        trainer.stopping = True
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    e = trainer.endpoints
-    # One line at start: the endpoints (as bound, with the port the OS chose) and the model.
-    print(f"streammlp serve: ready ingest={e['ingest']} publish={e['publish']} "
-          f"control={e['control']}" + (f" acked={e['acked']}" if "acked" in e else "")
-          + f" version={trainer.version} model={trainer.net!r}"
-          + (" security=curve" if trainer.auth else " security=none(loopback only)")
-          + (f" prometheus={trainer.prometheus.url}" if trainer.prometheus else ""), flush=True)
-    trainer.run()
-    log.info("streammlp serve: stopped at version %d", trainer.version)
-    return 0
-
-
-def _comparable(model) -> dict:
-    """A model's kind and spec without what only sets its first weights (seed, init)."""
-    def strip(spec: dict) -> dict:
-        return {k: v for k, v in spec.items() if k not in ("seed", "init")}
-    spec = model.spec()
-    if isinstance(model, Race):
-        return {"race": [strip(m) for m in spec["members"]], "window": spec["window"]}
-    return strip(spec)
 
 
 def _lenient_unpack(frame: bytes) -> dict:

@@ -267,7 +267,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["serve"]:  # the service parses its own options
-        from service.trainer import main as serve
+        from service.serve import main as serve
 
         return serve(argv[1:])
     args = _parser().parse_args(argv)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from . import kernels
+from . import checkpoint, kernels
 
 if TYPE_CHECKING:
     from .race import Race
@@ -376,7 +375,7 @@ class MLP:
         Atomic: a temporary file is written and fsynced, then renamed over ``path``,
         so a crash leaves either the old file or the new one, never half of one.
         """
-        _write(path, self.state(), extra)
+        checkpoint.write(path, self.state(), extra)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "MLP":
@@ -386,23 +385,6 @@ class MLP:
             raise ValueError(f"{os.fspath(path)} holds a {type(net).__name__}, not one network; "
                              f"read it with {type(net).__name__}.load")
         return net
-
-
-def _write(path: str | os.PathLike, state: dict, extra: dict | None = None) -> None:
-    """Save a model's ``state()`` atomically: its arrays as ``.npy`` members, the rest as JSON.
-
-    Each array is stored under its place in the state (``params``,
-    ``members.2.params``), every other value in the ``meta`` member.
-    """
-    arrays: dict[str, np.ndarray] = {}
-    meta = _split(state, arrays)
-    meta["extra"] = extra or {}
-    tmp = f"{os.fspath(path)}.tmp"
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays, meta=np.array(json.dumps(meta)))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def classify(outputs: np.ndarray) -> np.ndarray:
@@ -417,43 +399,13 @@ def read(path: str | os.PathLike) -> tuple[MLP | Race, dict]:
     """The model written to ``path`` (an :class:`MLP`, or a :class:`~streammlp.race.Race`) and
     the ``extra`` saved with it; ``ValueError`` if the file is not one."""
     try:
-        with np.load(path, allow_pickle=False) as data:
-            state = json.loads(str(data["meta"]))
-            for name in data.files:
-                if name != "meta":
-                    _put(state, name, data[name])
+        state = checkpoint.read(path)
         if state.get("kind") == "race":
             from .race import Race  # race.py builds on this module
             return Race.from_state(state), state.get("extra", {})
         return MLP.from_state(state), state.get("extra", {})
     except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
         raise ValueError(f"{os.fspath(path)} is not a streammlp network file: {e}") from e
-
-
-def _split(value, arrays: dict, place: tuple = ()):
-    """``value`` without its arrays, which go into ``arrays`` under their dotted place."""
-    if isinstance(value, dict):
-        meta = {}
-        for key, v in value.items():
-            if isinstance(v, np.ndarray):
-                arrays[".".join(place + (key,))] = v
-            else:
-                meta[key] = _split(v, arrays, place + (key,))
-        return meta
-    if isinstance(value, list):
-        return [_split(v, arrays, place + (str(i),)) for i, v in enumerate(value)]
-    return value
-
-
-def _put(state, place: str, array: np.ndarray) -> None:
-    """Put ``array`` back at its dotted ``place`` in ``state`` (the inverse of :func:`_split`)."""
-    *parents, last = place.split(".")
-    for key in parents:
-        state = state[int(key)] if isinstance(state, list) else state[key]
-    if isinstance(state, list):
-        state[int(last)] = array
-    else:
-        state[last] = array
 
 
 def _choose(name: str, value: str, allowed) -> None:

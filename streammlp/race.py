@@ -18,8 +18,8 @@ from typing import Sequence
 
 import numpy as np
 
-from . import kernels
-from .network import ACTIVATIONS, LOSSES, MLP, OUTPUTS, Prequential, _choose, _write, read
+from . import checkpoint, kernels
+from .network import ACTIVATIONS, LOSSES, MLP, OUTPUTS, Prequential, _choose, read
 
 # Learning rates of the default grid. With standardised inputs and cross-entropy, a member
 # at lr 3 led on 23 of 131,226 samples over bench/race.py's eight streams: pure cost.
@@ -348,7 +348,7 @@ class Race:
 
         :func:`streammlp.read` reads it back, like a network's.
         """
-        _write(path, self.state(), extra)
+        checkpoint.write(path, self.state(), extra)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Race":

@@ -1,0 +1,68 @@
+"""Model files: a model's ``state()`` in an ``.npz``, written atomically, and read back.
+
+Each array is stored as an ``.npy`` member under its place in the state
+(``params``, ``members.2.params``), every other value as JSON in the ``meta``
+member: no pickle. This module knows nothing of models; ``network.read`` builds
+one from the state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+
+def write(path: str | os.PathLike, state: dict, extra: dict | None = None) -> None:
+    """Save ``state`` (and ``extra``, any JSON-able dict, under ``"extra"``) to ``path``.
+
+    Atomic: a temporary file is written and fsynced, then renamed over ``path``,
+    so a crash leaves either the old file or the new one, never half of one.
+    """
+    arrays: dict[str, np.ndarray] = {}
+    meta = _split(state, arrays)
+    meta["extra"] = extra or {}
+    tmp = f"{os.fspath(path)}.tmp"
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays, meta=np.array(json.dumps(meta)))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read(path: str | os.PathLike) -> dict:
+    """The state written by :func:`write`, its arrays back in place (``OSError`` or
+    ``ValueError``/``KeyError`` if the file is not one)."""
+    with np.load(path, allow_pickle=False) as data:
+        state = json.loads(str(data["meta"]))
+        for name in data.files:
+            if name != "meta":
+                _put(state, name, data[name])
+    return state
+
+
+def _split(value, arrays: dict, place: tuple = ()):
+    """``value`` without its arrays, which go into ``arrays`` under their dotted place."""
+    if isinstance(value, dict):
+        meta = {}
+        for key, v in value.items():
+            if isinstance(v, np.ndarray):
+                arrays[".".join(place + (key,))] = v
+            else:
+                meta[key] = _split(v, arrays, place + (key,))
+        return meta
+    if isinstance(value, list):
+        return [_split(v, arrays, place + (str(i),)) for i, v in enumerate(value)]
+    return value
+
+
+def _put(state, place: str, array: np.ndarray) -> None:
+    """Put ``array`` back at its dotted ``place`` in ``state`` (the inverse of :func:`_split`)."""
+    *parents, last = place.split(".")
+    for key in parents:
+        state = state[int(key)] if isinstance(state, list) else state[key]
+    if isinstance(state, list):
+        state[int(last)] = array
+    else:
+        state[last] = array

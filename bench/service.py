@@ -172,7 +172,7 @@ def in_process(layers: list[int], spec: dict, n: int, rows: int,
 
     Both sides then train the same weights on the same rows in the same order: the same
     work. (Weights that have trained longer are slower to train, as saturated units cost
-    more: a fresh network here against the service's would flatter in-process by ~15 %.)
+    more: a fresh network here against the service's would flatter in-process by ~20 %.)
     """
     net = MLP(layers, lr=LR, seed=0, **spec)
     for mine, theirs in zip(net.weights + net.biases, start.weights + start.biases):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
 import threading
 import time
@@ -17,6 +19,7 @@ from .files import read_samples
 from .network import MLP
 
 INGEST, PUBLISH, CONTROL = "tcp://127.0.0.1:5555", "tcp://127.0.0.1:5556", "tcp://127.0.0.1:5557"
+DASHBOARD_PORT = 8050
 RECV_TIMEOUT = 10.0  # seconds without a metrics message before demo/watch give up
 
 # Built-in tasks for the demo: stream, model options and the chance level.
@@ -63,7 +66,7 @@ def demo(args: argparse.Namespace) -> int:
     title = f"streammlp demo: {args.task} ({layers}), {args.samples:,} samples{drift}"
     history: list[dict] = []
     stop = threading.Event()
-    with ServiceProcess(*serve) as service, \
+    with ServiceProcess(*serve) as service, _demo_dashboard(service, args.dashboard), \
             Subscriber(service.publish, topics=("metrics",), timeout=RECV_TIMEOUT) as sub, \
             Producer(service.ingest) as producer, LiveDisplay(title, total=args.samples) as display:
         feeder = threading.Thread(target=_stream, args=(producer, batches, args.rate, stop), daemon=True)
@@ -93,6 +96,21 @@ def demo(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _demo_dashboard(service, port: int | None):
+    """The demo's dashboard on ``port`` while the demo runs (nothing without a port); on a
+    terminal it stays until Enter, so the finished run can be looked at."""
+    if port is None:
+        yield None
+        return
+    Dashboard = _dashboard_class()
+    with Dashboard(service.publish, service.control, port=port) as board:
+        print(f"dashboard: {board.url}", flush=True)
+        yield board
+        if sys.stdin.isatty():
+            input(f"demo done; the dashboard stays at {board.url} until you press Enter ")
+
+
 def watch(args: argparse.Namespace) -> int:
     """Show the live metrics of a running service."""
     record = open(args.jsonl, "a") if args.jsonl else None
@@ -119,6 +137,21 @@ def watch(args: argparse.Namespace) -> int:
     finally:
         if record:
             record.close()
+    return 0
+
+
+def dashboard(args: argparse.Namespace) -> int:
+    """Serve a live dashboard of a running service in the browser."""
+    Dashboard = _dashboard_class()
+    with Dashboard(args.publish, args.control or None, host=args.host, port=args.port,
+                   token=args.token, curve=_curve(args)) as board:
+        print(f"dashboard: {board.url} (service at {args.publish}); Ctrl-C to stop", flush=True)
+        try:
+            signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop cleanly on SIGTERM too
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
     return 0
 
 
@@ -185,6 +218,15 @@ def keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dashboard_class():
+    """``streammlp.dashboard.Dashboard``, imported only when asked for: it needs its extra."""
+    try:
+        from .dashboard import Dashboard
+    except ImportError as e:
+        raise ValueError(f"the dashboard needs its extra: pip install 'streammlp[dashboard]' ({e})")
+    return Dashboard
+
+
 def _curve(args: argparse.Namespace) -> tuple[str, str] | None:
     """The client-side CurveZMQ options, checked: both or neither."""
     if bool(args.curve_secret) != bool(args.curve_server_key):
@@ -215,6 +257,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, default=2000, help="samples in the rolling window")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--output", default="learning-curve.png", help="PNG path, or - for none")
+    p.add_argument("--dashboard", type=int, nargs="?", const=DASHBOARD_PORT, default=None,
+                   metavar="PORT", help=f"also serve the live dashboard (port {DASHBOARD_PORT})")
     p.set_defaults(run=demo)
 
     p = commands.add_parser("watch", help=watch.__doc__)
@@ -225,6 +269,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=RECV_TIMEOUT)
     _client_options(p)
     p.set_defaults(run=watch)
+
+    p = commands.add_parser("dashboard", help=dashboard.__doc__)
+    p.add_argument("--publish", default=PUBLISH)
+    p.add_argument("--control", default=CONTROL, help="for the late-join snapshot and the model list "
+                   "('' for none)")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve the page on "
+                   "(anything but loopback needs --token)")
+    p.add_argument("--port", type=int, default=DASHBOARD_PORT, help="0: any free port")
+    p.add_argument("--token", default=None, help="a secret the page asks for; needed off loopback")
+    _client_options(p)
+    p.set_defaults(run=dashboard)
 
     p = commands.add_parser("feed", help=feed.__doc__)
     p.add_argument("file")

@@ -1,0 +1,280 @@
+"""The live dashboard: its bounded boards, its server, and the page in a real headless Chromium.
+
+The browser is Debian's chromium driven through /usr/bin/chromedriver (no download by any
+tool); without them the browser tests skip, saying so. One browser and one service serve the
+whole module; every wait is bounded.
+"""
+
+import json
+import shutil
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+
+from conftest import running_service, seed_stream
+from streammlp import protocol
+from streammlp.cli import main
+from streammlp.client import Control, Producer
+from streammlp.dashboard import Board, Dashboard, Seen
+from streammlp.dashboard import board as board_module
+from streammlp.dashboard.board import COLUMNS, heatmap
+
+WAIT = 30.0  # seconds any one thing may take to show on the page
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--window-size=1400,1300")
+
+
+def metrics(samples: int, **fields) -> dict:
+    """A metrics body as the service sends it, with figures that depend on ``samples``."""
+    return {"v": 1, "version": samples, "ts": 1e9 + samples, "samples": samples,
+            "loss": 1 / (1 + samples), "rolling_loss": 0.5, "ew_loss": 0.4,
+            "accuracy": samples / (samples + 100), "rolling_accuracy": 0.75, "window": 1000,
+            "confusion": [[samples, 0], [0, 0]], "samples_per_s": 1000.0,
+            "rejected": {"shape": 1}, **fields}
+
+
+# -- the board, without a browser -------------------------------------------------------------
+
+def test_board_keeps_the_whole_run_in_bounded_even_points():
+    board = Board()
+    update, seen = board.update(Seen())
+    page = []  # what a page holds, built only from updates
+    for n in range(1, 20_001):
+        board.metrics(metrics(10 * n))
+        if n % 7 == 0:
+            update, seen = board.update(seen)
+            page = (page if not update["points"]["reset"] else []) + update["points"]["rows"]
+    update, seen = board.update(seen)
+    page = (page if not update["points"]["reset"] else []) + update["points"]["rows"]
+    xs = [row[0] for row in page]
+    assert len(page) < board_module.MAX_POINTS
+    assert xs[0] == 10 and xs[-1] > 200_000 - 10 * 16  # from the start to (almost) the end
+    steps = np.diff(xs)
+    assert steps.min() == steps.max() == steps[0]  # every kept point an even stride apart
+    assert xs == sorted(set(xs))
+    # each kept row is exactly the message it came from
+    row = page[len(page) // 2]
+    expected = metrics(row[0])
+    assert row[COLUMNS.index("loss")] == expected["loss"]
+    assert row[COLUMNS.index("accuracy")] == expected["accuracy"]
+    assert board.update(seen)[0]["points"] == {"reset": False, "rows": []}
+
+
+def test_board_marks_restarts_and_keeps_x_growing():
+    board = Board()
+    board.metrics(metrics(500, run="a"))
+    assert not board.metrics(metrics(500, run="a"))  # an idle heartbeat: same run, same samples
+    board.weights(500, [np.ones((3, 4))], run="a")
+    assert board.metrics(metrics(200, run="b"))  # a new run: a restart
+    assert board.metrics(metrics(50))  # fewer samples and no run id: a restart too
+    board.metrics(metrics(60))
+    update, _ = board.update(Seen())
+    assert [m["kind"] for m in update["markers"]] == ["restart", "restart"]
+    assert [m["x"] for m in update["markers"]] == [500, 500]
+    # each run's first point is kept, at the x where the one before it ended
+    assert [row[0] for row in update["points"]["rows"]] == [500, 500, 500, 510]
+    assert update["weights"] is None  # the old run's weights are not shown as the new run's
+    board.weights(3, [np.ones((3, 4))])
+    assert board.update(Seen())[0]["weights"]["version"] == 3
+
+
+def test_board_marks_drift_and_lists_rejections_newest_first():
+    board = Board()
+    board.metrics(metrics(1000))
+    board.event({"v": 1, "kind": "drift", "version": 800})
+    for seq in range(25):
+        board.event({"v": 1, "kind": "rejected", "reason": "shape", "error": f"bad {seq}", "seq": seq})
+    update, _ = board.update(Seen())
+    assert update["markers"] == [{"x": 800, "kind": "drift", "label": "drift"}]
+    rejections = update["figures"]["rejections"]
+    assert len(rejections) == board_module.MAX_REJECTIONS and rejections[0]["seq"] == 24
+
+
+@pytest.mark.parametrize("shape", [(3, 4), (64, 64), (100, 7), (130, 257)])
+def test_heatmap_is_block_means_of_the_transposed_weights(shape, rng):
+    W = rng.normal(size=shape)
+    layer, = heatmap([W])
+    cells = np.array(layer["cells"])
+    rows, cols = min(shape[1], board_module.MAX_CELLS), min(shape[0], board_module.MAX_CELLS)
+    assert cells.shape == (rows, cols) and layer["shape"] == list(shape)
+    # independently, block by block: block i of k over n items is [i*n//k, (i+1)*n//k)
+    def blocks(n, k):
+        return [range(i * n // k, (i + 1) * n // k) for i in range(k)]
+    expected = np.array([[np.mean([W[j, i] for i in r for j in c]) for c in blocks(shape[0], cols)]
+                         for r in blocks(shape[1], rows)])
+    np.testing.assert_allclose(cells, expected, atol=1e-5)
+    assert layer["absmax"] == np.abs(W).max()
+
+
+# -- the server's rules -------------------------------------------------------------------------
+
+def test_binding_beyond_loopback_needs_a_token(capsys):
+    with pytest.raises(ValueError, match="--token"):
+        Dashboard("tcp://127.0.0.1:1", None, host="0.0.0.0")
+    assert main(["dashboard", "--host", "0.0.0.0", "--port", "0"]) == 2
+    assert "pass --token" in capsys.readouterr().err
+
+
+def _get(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_the_data_wants_the_token_and_the_page_does_not():
+    with Dashboard("tcp://127.0.0.1:1", None, port=0, token="s3cret") as d:
+        assert _get(d.url + "api/check")[0] == 401
+        assert _get(d.url + "api/stream")[0] == 401
+        assert _get(d.url + "api/check?token=wrong")[0] == 401
+        status, body = _get(d.url + "api/check?token=s3cret")
+        assert status == 200 and body["publish"] == "tcp://127.0.0.1:1"
+        with urllib.request.urlopen(d.url, timeout=10) as page:  # the page has no data in it
+            assert b"<title>streammlp dashboard</title>" in page.read()
+        with urllib.request.urlopen(d.url + "static/uplot/LICENSE", timeout=10) as licence:
+            assert b"MIT" in licence.read()
+
+
+# -- in the browser -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Debian Chromium for the module, through Debian's chromedriver."""
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    chromedriver = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+    if not (shutil.which(chromium) and shutil.which(chromedriver)):
+        pytest.skip("no browser: apt-get install chromium chromium-driver (.ci/run does)")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.TemporaryDirectory(prefix="streammlp-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile.name}"):
+        options.add_argument(flag)
+    # An explicit driver path: Selenium Manager never runs, so nothing is downloaded.
+    driver = webdriver.Chrome(service=Service(executable_path=chromedriver), options=options)
+    driver.set_page_load_timeout(WAIT)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        profile.cleanup()
+
+
+def wait_for(what: str, check, timeout: float = WAIT):
+    """Poll ``check()`` until it returns something true; fail saying ``what`` and the last value."""
+    deadline, value = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"{what} within {timeout} s; last seen {value!r}")
+
+
+def shown(driver, element_id: str, attribute: str = "textContent") -> str:
+    return driver.execute_script(f"return document.getElementById({element_id!r}).{attribute}")
+
+
+def shown_number(driver, element_id: str) -> int | None:
+    """The integer the page shows in ``element_id`` ("12,345" -> 12345), None for none."""
+    digits = shown(driver, element_id).replace(",", "")
+    return int(digits) if digits.isdigit() else None
+
+
+SERVE = ("--layers", "3,4,1", "--lr", "1", "--seed", "7", "--publish-every-ms", "200")
+
+
+class Services:
+    """The module's service; a test may replace it by a restarted one on the same endpoints."""
+
+    def __init__(self) -> None:
+        self.current = running_service(*SERVE)
+
+    def restart(self) -> None:
+        ends = self.current
+        self.current.stop()
+        self.current = running_service(*SERVE, "--ingest", ends.ingest, "--publish", ends.publish,
+                                       "--control", ends.control, free_ports=False)
+
+
+@pytest.fixture(scope="module")
+def services():
+    s = Services()
+    try:
+        yield s
+    finally:
+        s.current.stop()
+
+
+@pytest.fixture(scope="module")
+def page(services, browser):
+    """The dashboard of the module's service, open in the browser."""
+    with Dashboard(services.current.publish, services.current.control, port=0) as d:
+        browser.get(d.url)
+        yield browser
+
+
+def stream(service, n: int, seed: int) -> None:
+    X, y = seed_stream(n, seed=seed)
+    with Producer(service.ingest) as producer:
+        for i in range(0, n, 250):
+            producer.send(X[i:i + 250], y[i:i + 250])
+            time.sleep(0.02)
+
+
+def test_the_page_shows_the_samples_the_service_counts(services, page):
+    wait_for("the page says live", lambda: shown(page, "status", "dataset.state") == "live")
+    feeder = threading.Thread(target=stream, args=(services.current, 20_000, 1))
+    feeder.start()
+    try:
+        # while samples stream, the count shown climbs (not all at once at the end)
+        wait_for("a count between 0 and 20,000", lambda: 0 < (shown_number(page, "samples") or 0) < 20_000)
+    finally:
+        feeder.join(WAIT)
+    with Control(services.current.control, timeout=10) as control:
+        wait_for("the service trained every sample", lambda: control.stats()["samples"] == 20_000)
+        expected = control.stats()["samples"]
+    wait_for(f"the page shows {expected:,}", lambda: shown_number(page, "samples") == expected)
+    assert not [e for e in page.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def test_the_weights_heatmap_version_advances(services, page):
+    before = wait_for("a weights version", lambda: shown(page, "weights-version", "dataset.value"))
+    stream(services.current, 3_000, seed=2)
+    with Control(services.current.control, timeout=10) as control:
+        version = wait_for("the service's version to move", lambda: (v := control.ping()) > int(before) and v)
+    wait_for(f"version {version} on the heatmap",
+             lambda: int(shown(page, "weights-version", "dataset.value") or -1) >= version)
+    # one canvas per layer (3-4-1: two), painted with as many cells as the layer has weights
+    sizes = page.execute_script("return [...document.querySelectorAll('#heatmaps canvas')]"
+                                ".map(c => [c.width, c.height])")
+    assert len(sizes) == 2
+    assert sizes[0][0] / sizes[0][1] == pytest.approx(3 / 4) and sizes[1][0] / sizes[1][1] == 4
+
+
+def test_the_page_shows_the_service_gone_and_back_after_a_restart(services, page):
+    wait_for("the page says live", lambda: shown(page, "status", "dataset.state") == "live")
+    wait_for("samples on the page", lambda: shown_number(page, "samples"))
+    restarts = int(page.execute_script("return document.body.dataset.restarts || 0"))
+    services.current.stop()
+    wait_for("the page says the service is gone",
+             lambda: shown(page, "status", "dataset.state") == "gone")
+    assert "service gone" in shown(page, "status")
+    services.restart()  # a new run, with no samples yet, on the same endpoints
+    wait_for("the page says live again", lambda: shown(page, "status", "dataset.state") == "live")
+    wait_for("a restart marker", lambda: int(page.execute_script(
+        "return document.body.dataset.restarts || 0")) == restarts + 1)
+    stream(services.current, 1_000, seed=3)
+    wait_for("the new run's count", lambda: shown_number(page, "samples") == 1_000)
+    wait_for("the new run's weights", lambda: shown(page, "weights-version", "dataset.value") == "1000")

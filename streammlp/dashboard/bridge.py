@@ -29,6 +29,7 @@ from .board import Board, json_number
 HEARTBEAT_TIMEOUT = 3.0  # seconds without a message before the service counts as gone
 POLL_MS = 200  # how often the subscriber thread looks up from its sockets
 RETRY_S = 1.0  # pause between attempts to reach a service that is gone
+PING_TIMEOUT = 0.5  # seconds the control endpoint has to answer before the service counts as gone
 MAX_WATCHED = 16  # models of a keyed service watched at once (a board and a subscription each)
 MODEL_KEY = re.compile(r"[A-Za-z0-9._-]{1,128}")
 # The model picker's orders: the `models` op's sort field and direction.
@@ -159,6 +160,10 @@ class Bridge:
     def _subscribe(self) -> tuple[Subscriber, Subscriber]:
         """The service's subscriber (with a late-join snapshot) and one for watched models."""
         topics = ("weights", "metrics", "events")
+        if self.control is not None:  # a short ping first: a gone service costs one, not 3 x 2 s
+            with Control(self.control, timeout=PING_TIMEOUT, retries=1, context=self._context,
+                         curve=self.curve) as control:
+                control.ping()
         try:
             service = Subscriber(self.publish, self.control, topics, context=self._context,
                                  curve=self.curve)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import signal
 import sys
 import threading
@@ -277,7 +278,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to serve the page on "
                    "(anything but loopback needs --token)")
     p.add_argument("--port", type=int, default=DASHBOARD_PORT, help="0: any free port")
-    p.add_argument("--token", default=None, help="a secret the page asks for; needed off loopback")
+    p.add_argument("--token", default=os.environ.get("STREAMMLP_DASHBOARD_TOKEN"),
+                   help="a secret the page asks for; needed off loopback "
+                   "(default: $STREAMMLP_DASHBOARD_TOKEN)")
     _client_options(p)
     p.set_defaults(run=dashboard)
 

@@ -6,10 +6,16 @@ whole module; every wait is bounded.
 """
 
 import json
+import re
+import select
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
+import types
 import urllib.error
 import urllib.request
 
@@ -20,6 +26,7 @@ import zmq
 
 from conftest import running_service, seed_stream
 from streammlp import protocol
+from streammlp import cli
 from streammlp.cli import main
 from streammlp.client import Control, Producer
 from streammlp.dashboard import Board, Dashboard, Seen
@@ -142,6 +149,38 @@ def test_the_data_wants_the_token_and_the_page_does_not():
             assert b"<title>streammlp dashboard</title>" in page.read()
         with urllib.request.urlopen(d.url + "static/uplot/LICENSE", timeout=10) as licence:
             assert b"MIT" in licence.read()
+
+
+def test_the_command_serves_until_sigterm():
+    dashboard = subprocess.Popen([sys.executable, "-m", "streammlp.cli", "dashboard", "--port", "0",
+                                  "--publish", "tcp://127.0.0.1:1", "--control", ""],
+                                 stdout=subprocess.PIPE, text=True)
+    try:
+        ready, _, _ = select.select([dashboard.stdout], [], [], WAIT)
+        line = dashboard.stdout.readline() if ready else ""
+        url = re.search(r"dashboard: (http://127\.0\.0\.1:\d+/)", line)
+        assert url, line
+        assert _get(url.group(1) + "api/check") == (200, {
+            "ok": True, "publish": "tcp://127.0.0.1:1", "control": None, "columns": list(COLUMNS),
+            "orders": ["active", "worst", "best"]})
+    finally:
+        dashboard.send_signal(signal.SIGTERM)
+        assert dashboard.wait(WAIT) == 0
+        dashboard.stdout.close()
+
+
+def test_the_demo_serves_its_dashboard_and_prints_the_address(capsys):
+    assert cli._parser().parse_args(["demo", "--dashboard"]).dashboard == cli.DASHBOARD_PORT
+    assert cli._parser().parse_args(["demo"]).dashboard is None
+    service = types.SimpleNamespace(publish="tcp://127.0.0.1:1", control=None)
+    with cli._demo_dashboard(service, 0) as board:
+        printed = capsys.readouterr().out
+        assert printed == f"dashboard: {board.url}\n"
+        assert _get(board.url + "api/check")[0] == 200
+    with pytest.raises(urllib.error.URLError):  # stopped with the demo
+        urllib.request.urlopen(board.url + "api/check", timeout=5)
+    with cli._demo_dashboard(service, None) as nothing:
+        assert nothing is None
 
 
 # -- in the browser -----------------------------------------------------------------------------
@@ -278,3 +317,128 @@ def test_the_page_shows_the_service_gone_and_back_after_a_restart(services, page
     stream(services.current, 1_000, seed=3)
     wait_for("the new run's count", lambda: shown_number(page, "samples") == 1_000)
     wait_for("the new run's weights", lambda: shown(page, "weights-version", "dataset.value") == "1000")
+
+
+# -- a keyed service, drift and a race, from a stand-in ---------------------------------------
+
+class StubKeyedService:
+    """A stand-in for ``streammlp serve --keyed``, as issue 16 describes it: per-model topics
+    ``model/<KEY>/weights|metrics``, totals on ``metrics`` (with ``models`` and a race), and the
+    control ops ``models`` (offset, limit, sort, descending), ``snapshot``/``stats`` per model."""
+
+    def __init__(self, models: dict[str, tuple[int, float]]) -> None:
+        self.models = models  # key -> (samples, rolling accuracy)
+        self.context = zmq.Context()
+        self.publisher = self.context.socket(zmq.PUB)
+        self.publish = f"tcp://127.0.0.1:{self.publisher.bind_to_random_port('tcp://127.0.0.1')}"
+        self.control_socket = self.context.socket(zmq.ROUTER)
+        self.control = f"tcp://127.0.0.1:{self.control_socket.bind_to_random_port('tcp://127.0.0.1')}"
+        self.events: list[dict] = []  # published once each, by the stub's thread
+        self.requests: list[dict] = []
+        self.W = [np.linspace(-1, 1, 12).reshape(3, 4), np.linspace(-1, 1, 4).reshape(4, 1)]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self.publisher.close(linger=0)
+        self.control_socket.close(linger=0)
+        self.context.term()
+
+    def row(self, key: str) -> dict:
+        samples, accuracy = self.models[key]
+        return {"model": key, "version": samples, "samples": samples, "rolling_accuracy": accuracy,
+                "rolling_loss": 1 - accuracy}
+
+    def weights(self, key: str) -> dict:
+        samples = self.models[key][0]
+        return {"v": 1, "version": samples, "ts": time.time(), "run": "stub", "model": key,
+                "layers": [{"W": protocol.encode_array(W * (1 + samples % 7)),
+                            "b": protocol.encode_array(np.zeros(W.shape[1]))} for W in self.W],
+                "activation": "logistic", "output": "logistic"}
+
+    def totals(self) -> dict:
+        race = {"leader": 1, "by": "ew_loss", "window": 1000, "samples": 5000,
+                "members": [{"member": k, "layers": [3, 8 * (k + 1), 1], "lr": 0.1 * (k + 1),
+                             "ew_loss": 0.3 - 0.1 * k, "ew_accuracy": 0.6 + 0.2 * k,
+                             "loss": 0.4, "accuracy": 0.7} for k in range(2)]}
+        return metrics(sum(s for s, _ in self.models.values()), run="stub",
+                       models=len(self.models), race=race)
+
+    def _answer(self, request: dict) -> dict:
+        op, key = request.get("op"), request.get("model")
+        if op == "models":
+            field = {"samples": "samples", "accuracy": "rolling_accuracy"}[request["sort"]]
+            rows = sorted((self.row(k) for k in self.models), key=lambda r: r[field],
+                          reverse=request["descending"])
+            offset, limit = request["offset"], request["limit"]
+            return {"ok": True, "models": rows[offset:offset + limit], "total": len(rows)}
+        if key is None:
+            if op == "snapshot":
+                return {"ok": False, "error": "a keyed service has no weights of its own: give 'model'"}
+            return {"ok": True, **self.totals()}
+        if op == "snapshot":
+            return {"ok": True, **self.weights(key)}
+        return {"ok": True, **metrics(self.models[key][0], run="stub", model=key)}
+
+    def _run(self) -> None:
+        published = 0.0
+        while not self._stop.is_set():
+            if self.control_socket.poll(20):
+                *envelope, body = self.control_socket.recv_multipart()
+                request = msgpack.unpackb(body)
+                self.requests.append(request)
+                self.control_socket.send_multipart([*envelope, msgpack.packb(self._answer(request))])
+            if time.monotonic() - published > 0.1:
+                published = time.monotonic()
+                self.publisher.send_multipart([b"metrics", msgpack.packb(self.totals())])
+                for key, (samples, _) in self.models.items():
+                    self.publisher.send_multipart([f"model/{key}/metrics".encode(), msgpack.packb(
+                        metrics(samples, run="stub", model=key))])
+                    self.publisher.send_multipart([f"model/{key}/weights".encode(),
+                                                   msgpack.packb(self.weights(key))])
+                while self.events:
+                    self.publisher.send_multipart([b"events", msgpack.packb(self.events.pop(0))])
+
+
+def rows_shown(driver) -> list[str]:
+    return driver.execute_script(
+        "return [...document.querySelectorAll('#models tbody tr')].map(tr => tr.dataset.model)")
+
+
+def test_the_model_picker_of_a_keyed_service(browser):
+    models = {"alpha-1": (5000, 0.9), "beta-2": (1200, 0.6), "beta-3": (80, 0.95),
+              "gamma-4": (300, 0.4)}
+    stub = StubKeyedService(models)
+    try:
+        with Dashboard(stub.publish, stub.control, port=0) as d:
+            browser.get(d.url)
+            wait_for("the picker", lambda: not browser.find_element("id", "picker").get_attribute("hidden"))
+            by_samples = sorted(models, key=lambda k: -models[k][0])
+            wait_for("most active first", lambda: rows_shown(browser) == by_samples)
+            browser.find_element("css selector", "button[data-order=worst]").click()
+            wait_for("worst first", lambda: rows_shown(browser) == sorted(models, key=lambda k: models[k][1]))
+            browser.find_element("css selector", "button[data-order=best]").click()
+            wait_for("best first", lambda: rows_shown(browser) == sorted(models, key=lambda k: -models[k][1]))
+            browser.find_element("id", "search").send_keys("BETA")
+            wait_for("the matches, best first", lambda: rows_shown(browser) == ["beta-3", "beta-2"])
+            # the service totals, with the race
+            assert shown_number(browser, "samples") == sum(s for s, _ in models.values())
+            wait_for("the race", lambda: not browser.find_element("id", "race").get_attribute("hidden"))
+            leader = browser.execute_script(
+                "return [...document.querySelectorAll('#race-members tr.leader td')].map(td => td.textContent)")
+            assert leader[:3] == ["1", "3-16-1", "0.2"]
+            # one model: its own figures, weights and drift
+            browser.find_element("css selector", "#models tr[data-model='beta-2']").click()
+            wait_for("beta-2 on show", lambda: shown(browser, "viewing") == "model beta-2")
+            wait_for("beta-2's samples", lambda: shown_number(browser, "samples") == 1200)
+            wait_for("beta-2's weights", lambda: shown(browser, "weights-version", "dataset.value") == "1200")
+            assert "model=beta-2" in browser.current_url
+            stub.events.append({"v": 1, "ts": time.time(), "kind": "drift", "version": 1100,
+                                "model": "beta-2"})
+            wait_for("a drift marker", lambda: browser.execute_script("return document.body.dataset.drifts") == "1")
+            assert {"op": "snapshot", "model": "beta-2"} in stub.requests
+    finally:
+        stub.close()

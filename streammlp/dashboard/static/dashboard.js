@@ -17,7 +17,7 @@ const state = {
   token: sessionStorage.getItem("streammlp-token") || "",
   model: new URLSearchParams(location.search).get("model") || "",
   order: "active", source: null, lastMessage: 0, rows: [], markers: [], figures: null,
-  charts: {}, raceMembers: 0, drawPending: false, modelsTimer: null, keyed: false,
+  charts: {}, raceMembers: 0, drawPending: false, modelsTimer: null, keyed: false, updates: 0,
 };
 
 const count = (n) => n == null ? "–" : Math.round(n).toLocaleString("en-US");
@@ -85,6 +85,7 @@ function setStatus(name, detail, since) {
 
 function take(msg) {
   state.lastMessage = Date.now();
+  state.updates++;
   setStatus(msg.status.state, msg.status.detail, msg.status.since);
   if (msg.keyed && !state.keyed) {
     state.keyed = true;
@@ -183,6 +184,15 @@ function chartsNeeded() {
 
 function column(rows, i) { return rows.map((r) => r[i]); }
 
+// A series the service does not send (e.g. exp. weighted accuracy) is greyed out in the legend.
+function setData(chart, data) {
+  data.forEach((values, i) => {
+    const has = values.some((v) => v != null);
+    if (i && chart.series[i].show !== has) chart.setSeries(i, {show: has});
+  });
+  chart.setData(data);
+}
+
 function drawCharts() {
   chartsNeeded();
   let rows = state.rows;
@@ -193,11 +203,11 @@ function drawCharts() {
                          f.ew_loss, f.samples_per_s, f.rejected_total, f.ts, f.members || []]]);
   }
   const x = column(rows, COL.x);
-  state.charts.accuracy.setData([x, column(rows, COL.accuracy), column(rows, COL.rolling_accuracy),
-                                 column(rows, COL.ew_accuracy)]);
-  state.charts.loss.setData([x, column(rows, COL.loss), column(rows, COL.rolling_loss),
-                             column(rows, COL.ew_loss)]);
-  state.charts.rate.setData([x, column(rows, COL.samples_per_s)]);
+  setData(state.charts.accuracy, [x, column(rows, COL.accuracy), column(rows, COL.rolling_accuracy),
+                                  column(rows, COL.ew_accuracy)]);
+  setData(state.charts.loss, [x, column(rows, COL.loss), column(rows, COL.rolling_loss),
+                              column(rows, COL.ew_loss)]);
+  setData(state.charts.rate, [x, column(rows, COL.samples_per_s)]);
   drawRaceChart(rows, x);
 }
 
@@ -236,7 +246,7 @@ function drawHeatmaps(w) {
   }
   w.layers.forEach((layer, i) => {
     const fig = box.children[i], rows = layer.cells.length, cols = layer.cells[0].length;
-    const size = Math.max(2, Math.min(24, Math.floor(Math.min(440 / cols, 260 / rows))));
+    const size = Math.max(2, Math.min(24, Math.floor(Math.min(600 / cols, 360 / rows))));
     const m = layer.absmax || 1;
     paint(fig.querySelector("canvas"), layer.cells, (v) => diverging(v / m), size);
     fig.querySelector("figcaption").textContent =

@@ -16,7 +16,8 @@ Examples
 >>> board = Board()
 >>> board.metrics({"samples": 100, "version": 100, "accuracy": 0.5, "rolling_accuracy": 0.6,
 ...                "loss": 0.3, "rolling_loss": 0.2, "ew_loss": 0.25, "samples_per_s": 1000.0,
-...                "rejected": {"shape": 2}, "ts": 0.0})
+...                "rejected": {"shape": 2}, "ts": 0.0})  # True would mean a restart
+False
 >>> update, seen = board.update(Seen())
 >>> update["points"]["reset"], update["points"]["rows"][0][:3]
 (True, [100, 0.5, 0.6])

@@ -112,9 +112,10 @@ def main() -> None:
             end = start + args.minutes * 60
             while time.monotonic() < end:
                 time.sleep(max(0.0, min(args.every, end - time.monotonic())))
-                samples = control.stats()["samples"]
+                # the page first: the service's count read just after it bounds the lag from above
                 page = driver.execute_script("return [Number(document.getElementById('samples')"
                                              ".dataset.value || 0), state.updates]")
+                samples = control.stats()["samples"]
                 raw = tab(driver)
                 driver.execute_cdp_cmd("HeapProfiler.collectGarbage", {})
                 after = tab(driver)

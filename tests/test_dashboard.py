@@ -29,7 +29,7 @@ from streammlp import protocol
 from streammlp import cli
 from streammlp.cli import main
 from streammlp.client import Control, Producer
-from streammlp.dashboard import Board, Dashboard, Seen
+from streammlp.dashboard import Board, Bridge, Dashboard, Seen
 from streammlp.dashboard import board as board_module
 from streammlp.dashboard.board import COLUMNS, heatmap
 
@@ -128,6 +128,23 @@ def test_binding_beyond_loopback_needs_a_token(capsys):
         Dashboard("tcp://127.0.0.1:1", None, host="0.0.0.0")
     assert main(["dashboard", "--host", "0.0.0.0", "--port", "0"]) == 2
     assert "pass --token" in capsys.readouterr().err
+
+
+def test_the_model_list_checks_what_it_is_asked_before_asking_the_service():
+    bridge = Bridge("tcp://127.0.0.1:1", "tcp://127.0.0.1:1")  # nothing there: nothing is sent
+    alone = Bridge("tcp://127.0.0.1:1", None)
+    try:
+        with pytest.raises(ValueError, match="not one of active, worst, best"):
+            bridge.models("newest")
+        with pytest.raises(ValueError, match=r"limit 1000 is not in 1\.\.100"):
+            bridge.models("active", limit=1000)
+        with pytest.raises(ValueError, match="A-Z a-z 0-9"):
+            bridge.watch("no spaces")
+        with pytest.raises(ValueError, match="no control endpoint"):
+            alone.models("active")
+    finally:
+        bridge.close()
+        alone.close()
 
 
 def _get(url: str) -> tuple[int, dict]:

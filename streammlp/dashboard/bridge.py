@@ -34,6 +34,7 @@ MAX_WATCHED = 16  # models of a keyed service watched at once (a board and a sub
 MODEL_KEY = re.compile(r"[A-Za-z0-9._-]{1,128}")
 # The model picker's orders: the `models` op's sort field and direction.
 ORDERS = {"active": ("samples", True), "worst": ("accuracy", False), "best": ("accuracy", True)}
+MAX_LIST = 100  # models per page of the picker
 SEARCH_PAGE = 1000  # models per `models` request while searching by key
 SEARCH_SCAN = 20_000  # models looked through at most for one search
 
@@ -121,6 +122,8 @@ class Bridge:
         key contains ``search`` (any case), from the ``models`` control op."""
         if order not in ORDERS:
             raise ValueError(f"order {order!r} is not one of {', '.join(ORDERS)}")
+        if not 1 <= limit <= MAX_LIST:
+            raise ValueError(f"limit {limit} is not in 1..{MAX_LIST}; page with offset")
         if self.control is None:
             raise ValueError("no control endpoint: start the dashboard with --control ENDPOINT")
         field, descending = ORDERS[order]

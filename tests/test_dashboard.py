@@ -274,11 +274,18 @@ def services():
 
 
 @pytest.fixture(scope="module")
-def page(services, browser):
-    """The dashboard of the module's service, open in the browser."""
+def dashboard(services):
     with Dashboard(services.current.publish, services.current.control, port=0) as d:
-        browser.get(d.url)
-        yield browser
+        yield d
+
+
+@pytest.fixture
+def page(dashboard, browser):
+    """The dashboard of the module's service, open in the browser (opened again if a test
+    took the browser elsewhere)."""
+    if browser.current_url != dashboard.url:
+        browser.get(dashboard.url)
+    return browser
 
 
 def stream(service, n: int, seed: int) -> None:
@@ -334,6 +341,22 @@ def test_the_page_shows_the_service_gone_and_back_after_a_restart(services, page
     stream(services.current, 1_000, seed=3)
     wait_for("the new run's count", lambda: shown_number(page, "samples") == 1_000)
     wait_for("the new run's weights", lambda: shown(page, "weights-version", "dataset.value") == "1000")
+
+
+def test_the_page_asks_for_the_token(services, browser):
+    with Dashboard(services.current.publish, services.current.control, port=0, token="s3cret") as d:
+        browser.get(d.url)
+        wait_for("the token form", lambda: not browser.find_element("id", "token-form").get_attribute("hidden"))
+        assert shown(browser, "status", "dataset.state") == "connecting"
+        assert shown(browser, "samples") == "–"  # nothing shown without the token
+        browser.find_element("id", "token").send_keys("wrong\n")
+        wait_for("the page says the token is wrong", lambda: shown(browser, "token-error") == "wrong token")
+        token = browser.find_element("id", "token")
+        token.clear()
+        token.send_keys("s3cret\n")
+        wait_for("the page says live", lambda: shown(browser, "status", "dataset.state") == "live")
+        assert browser.find_element("id", "token-form").get_attribute("hidden")
+        wait_for("the samples", lambda: shown_number(browser, "samples") is not None)
 
 
 # -- a keyed service, drift and a race, from a stand-in ---------------------------------------

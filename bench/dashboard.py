@@ -15,8 +15,9 @@ Every ``--every`` seconds it prints:
   the feed rate), and the updates it took since the last line;
 - the resident memory of this process (the dashboard's server and subscriber).
 
-At the end: each figure's ratio last/first (first taken after one minute, once
-the page is warm). Run from the repository root (10 minutes; ``--minutes 1``
+At the end: each figure's median over the second half of the lines against its
+median over the first half, from one minute on (once the page is warm): a leak
+shows as a ratio above 1 that grows with ``--minutes``. Run from the repository root (10 minutes; ``--minutes 1``
 for a quick look)::
 
     python bench/dashboard.py
@@ -30,6 +31,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import statistics
 import sys
 import tempfile
 import threading
@@ -82,6 +84,12 @@ def tab(driver) -> dict:
     return {"heap": m["JSHeapUsedSize"] / 2**20, "nodes": m["Nodes"], "listeners": m["JSEventListeners"]}
 
 
+def ratio(later: list[dict], earlier: list[dict], key: str) -> str:
+    """Median of ``key`` over ``later`` lines / its median over ``earlier`` ones, and both."""
+    a, b = statistics.median(x[key] for x in later), statistics.median(x[key] for x in earlier)
+    return f"{a / b:.2f}x ({b:.4g} -> {a:.4g})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0)
@@ -128,13 +136,14 @@ def main() -> None:
                       f"{line['listeners']:6.0f} {samples:10,} {page[0]:10,} "
                       f"{(samples - page[0]) / args.rate:6.2f} {line['updates']:8} {line['rss']:7.1f}",
                       flush=True)
-            base = next((x for x in lines if x["t"] >= WARM_S), lines[0])
-            last = lines[-1]
-            print(f"last/first (first at {base['t']:.0f} s): heap after GC "
-                  f"{last['gc'] / base['gc']:.2f}x ({base['gc']:.2f} -> {last['gc']:.2f} MiB), "
-                  f"DOM nodes {last['nodes'] / base['nodes']:.2f}x, listeners "
-                  f"{last['listeners'] / max(base['listeners'], 1):.2f}x, python RSS "
-                  f"{last['rss'] / base['rss']:.2f}x; page behind the service by at most "
+            warm = [x for x in lines if x["t"] >= WARM_S] or lines
+            first, last = warm[:len(warm) // 2] or warm, warm[len(warm) // 2:]
+            print(f"second half / first half after {WARM_S:.0f} s (medians of {len(last)} and "
+                  f"{len(first)} lines): heap after GC {ratio(last, first, 'gc')}, DOM nodes "
+                  f"{ratio(last, first, 'nodes')}, listeners {ratio(last, first, 'listeners')}, "
+                  f"python RSS {ratio(last, first, 'rss')}; heap after GC from "
+                  f"{min(x['gc'] for x in warm):.2f} to {max(x['gc'] for x in warm):.2f} MiB; "
+                  f"page behind the service by at most "
                   f"{max(x['service'] - x['page'] for x in lines) / args.rate:.2f} s of samples")
         finally:
             stop.set()

@@ -17,7 +17,8 @@ import sys
 from streammlp.network import MLP, read
 from streammlp.race import Race
 
-from .trainer import CONTROL, INGEST, PUBLISH, Trainer, log
+from .config import FIELDS, TrainerConfig
+from .trainer import Trainer, log
 
 KEEP_FREED_BYTES = 64 << 20  # freed memory glibc may keep for reuse (see keep_freed_memory)
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
@@ -39,29 +40,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--race", action="store_true",
                    help="train a grid of learning rates x hidden widths on every sample and "
                         "serve the member with the best recent loss (--layers gives inputs,outputs)")
-    p.add_argument("--ingest", default=INGEST)
-    p.add_argument("--publish", default=PUBLISH)
-    p.add_argument("--control", default=CONTROL)
-    p.add_argument("--ingest-acked", default=None,
+    d = TrainerConfig  # every default below is the config's
+    p.add_argument("--ingest", default=d.ingest, help="PULL endpoint samples arrive on (default %(default)s)")
+    p.add_argument("--publish", default=d.publish,
+                   help="PUB endpoint weights, metrics and events go out on (default %(default)s)")
+    p.add_argument("--control", default=d.control, help="ROUTER endpoint of requests (default %(default)s)")
+    p.add_argument("--ingest-acked", default=d.ingest_acked,
                    help="also take acknowledged samples here (ROUTER; needs --checkpoint)")
-    p.add_argument("--durable-every-ms", type=float, default=50.0,
-                   help="with unacknowledged samples, checkpoint at least this often")
-    p.add_argument("--durable-every-messages", type=int, default=1000,
-                   help="... or after this many acknowledged-ingest messages")
-    p.add_argument("--curve-secret", default=None,
+    p.add_argument("--durable-every-ms", type=float, default=d.durable_every_ms,
+                   help="with unacknowledged samples, checkpoint at least this often (default %(default)s)")
+    p.add_argument("--durable-every-messages", type=int, default=d.durable_every_messages,
+                   help="... or after this many acknowledged-ingest messages (default %(default)s)")
+    p.add_argument("--curve-secret", default=d.curve_secret,
                    help="CurveZMQ: the service's .key_secret file (turns on CURVE on every socket)")
-    p.add_argument("--allow-keys", default=None,
+    p.add_argument("--allow-keys", default=d.allow_keys,
                    help="CurveZMQ: directory of the public .key files of allowed clients")
-    p.add_argument("--publish-every-samples", type=int, default=10_000)
-    p.add_argument("--publish-every-ms", type=float, default=200.0)
-    p.add_argument("--window", type=int, default=1000, help="samples in the rolling metrics window")
-    p.add_argument("--checkpoint", default=None, help="file to save the model to, atomically")
-    p.add_argument("--checkpoint-every-s", type=float, default=30.0)
+    p.add_argument("--publish-every-samples", type=int, default=d.publish_every_samples,
+                   help="publish after this many samples (default %(default)s)")
+    p.add_argument("--publish-every-ms", type=float, default=d.publish_every_ms,
+                   help="... or this often (default %(default)s)")
+    p.add_argument("--window", type=int, default=d.window,
+                   help="samples in the rolling metrics window (default %(default)s)")
+    p.add_argument("--checkpoint", default=d.checkpoint, help="file to save the model to, atomically")
+    p.add_argument("--checkpoint-every-s", type=float, default=d.checkpoint_every_s,
+                   help="checkpoint this often (default %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
-    p.add_argument("--prometheus-port", type=int, default=None,
+    p.add_argument("--prometheus-port", type=int, default=d.prometheus_port,
                    help="serve Prometheus metrics on 127.0.0.1:PORT (0: a free port)")
-    p.add_argument("--delay-ms", type=float, default=0.0,
-                   help="sleep after each drained batch (to test back-pressure)")
+    p.add_argument("--delay-ms", type=float, default=d.delay_ms, help=argparse.SUPPRESS)  # tests only
     return p.parse_args(argv)
 
 
@@ -91,16 +97,8 @@ def build(args: argparse.Namespace) -> Trainer:
             raise ValueError(f"checkpoint {args.checkpoint} does not match the options: it holds "
                              f"{there}, the options ask for {here}")
         net = saved
-    return Trainer(net, ingest=args.ingest, publish=args.publish, control=args.control,
-                   publish_every_samples=args.publish_every_samples,
-                   publish_every_ms=args.publish_every_ms, checkpoint=args.checkpoint,
-                   checkpoint_every_s=args.checkpoint_every_s, window=args.window,
-                   delay_ms=args.delay_ms, rejected=extra.get("rejected"),
-                   prometheus_port=args.prometheus_port, ingest_acked=args.ingest_acked,
-                   durable_every_ms=args.durable_every_ms,
-                   durable_every_messages=args.durable_every_messages,
-                   producers=extra.get("producers"), curve_secret=args.curve_secret,
-                   allow_keys=args.allow_keys)
+    config = TrainerConfig(**{name: getattr(args, name) for name in FIELDS})
+    return Trainer(net, config, rejected=extra.get("rejected"), producers=extra.get("producers"))
 
 
 def keep_freed_memory() -> None:

@@ -22,14 +22,12 @@ from streammlp.metrics import StreamMetrics
 from streammlp.network import MLP, InputError, classify
 from streammlp.race import Race
 
+from .config import TrainerConfig
 from .ledger import Ledger
 from .prometheus import PrometheusExporter
 
 log = logging.getLogger("streammlp.service")
 
-INGEST = "tcp://127.0.0.1:5555"
-PUBLISH = "tcp://127.0.0.1:5556"
-CONTROL = "tcp://127.0.0.1:5557"
 POLL_MS = 100  # longest wait before the loop looks at timers and the stop flag
 MAX_DRAIN = 512  # messages taken off the ingest queue before training them in one call
 # ... or bytes (one message may be larger). Small drains are faster, not only bounded: their
@@ -41,72 +39,62 @@ INGEST_HWM = 1000  # queued ingest messages before producers' PUSH sockets block
 
 
 class Trainer:
-    """Owns the network, the metrics and the three sockets; ``run()`` is the poll loop."""
+    """Owns the network, the metrics and the sockets; ``run()`` is the poll loop.
 
-    def __init__(self, net: MLP, ingest: str = INGEST, publish: str = PUBLISH,
-                 control: str = CONTROL, publish_every_samples: int = 10_000,
-                 publish_every_ms: float = 200.0, checkpoint: str | None = None,
-                 checkpoint_every_s: float = 30.0, window: int = 1000, delay_ms: float = 0.0,
-                 rejected: dict | None = None, prometheus_port: int | None = None,
-                 ingest_acked: str | None = None, durable_every_ms: float = 50.0,
-                 durable_every_messages: int = 1000, producers: dict | None = None,
-                 curve_secret: str | None = None, allow_keys: str | None = None) -> None:
-        self.net = net
-        self.metrics = StreamMetrics(classes=max(2, net.n_outputs), window=window)
+    ``net`` is a fresh or resumed model; ``rejected`` and ``producers`` are the
+    rejection counts and acknowledged producers' sequence numbers of a resumed
+    checkpoint.
+    """
+
+    def __init__(self, net: MLP | Race, config: TrainerConfig = TrainerConfig(),
+                 rejected: dict | None = None, producers: dict | None = None) -> None:
+        self.net, self.config = net, config
+        self.metrics = StreamMetrics(classes=max(2, net.n_outputs), window=config.window)
         self.metrics.samples, self.metrics.loss_total, self.metrics.correct_total = (
             net.samples, net.loss_total, net.correct_total)
         self.rejected: dict[str, int] = dict(rejected or {})
-        self.publish_every_samples = publish_every_samples
-        self.publish_every_s = publish_every_ms / 1000.0
-        self.checkpoint, self.checkpoint_every_s = checkpoint, checkpoint_every_s
-        self.delay_s = delay_ms / 1000.0
         self.ledger = Ledger(producers)
-        self.durable_every_s = durable_every_ms / 1000.0
-        self.durable_every_messages = durable_every_messages
         self._undurable_messages = 0
         self._template: protocol.FrameTemplate | None = None  # the shape of the last drain's frames
         # Ingest frames are received here, reused every drain. Room for a full drain and one
         # largest message more (ZMQ_MAXMSGSIZE), so recv_into never truncates; pages are
         # only touched as they are used.
         self._inbox = memoryview(np.empty(MAX_DRAIN_BYTES + protocol.MAX_MESSAGE_BYTES, np.uint8))
-        if ingest_acked and not checkpoint:
-            raise ValueError("--ingest-acked acknowledges what is on disk: it needs --checkpoint PATH")
         self.stopping = False
-        self._warm_up()
-        self.prometheus = None if prometheus_port is None else PrometheusExporter(prometheus_port)
 
         # Security first, before anything is opened: CURVE on every socket, or loopback only.
-        if bool(curve_secret) != bool(allow_keys):
-            raise ValueError("CURVE needs both --curve-secret FILE and --allow-keys DIR")
-        named = {"ingest": ingest, "publish": publish, "control": control, "ingest-acked": ingest_acked}
-        if curve_secret:
-            security.load_keys(curve_secret, secret=True)
+        if config.curve_secret:
+            security.load_keys(config.curve_secret, secret=True)
         else:
-            for name, endpoint in named.items():
-                if endpoint and not security.is_loopback(endpoint):
+            for name, endpoint in config.endpoints().items():
+                if not security.is_loopback(endpoint):
                     raise ValueError(f"--{name} {endpoint} is not a loopback address: without "
                                      "--curve-secret and --allow-keys anyone could feed or read "
                                      "the model; turn CURVE on or bind to 127.0.0.1")
+        self._warm_up()
+        self.prometheus = (None if config.prometheus_port is None
+                           else PrometheusExporter(config.prometheus_port))
         self.context = zmq.Context()
-        self.auth = security.authenticator(self.context, allow_keys) if curve_secret else None
+        self.auth = (security.authenticator(self.context, config.allow_keys)
+                     if config.curve_secret else None)
         self.samples = self.context.socket(zmq.PULL)
         self.samples.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES)
         self.samples.setsockopt(zmq.RCVHWM, INGEST_HWM)
         self.publisher = self.context.socket(zmq.PUB)
         self.control = self.context.socket(zmq.ROUTER)
         self.control.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES)
-        bound = [("ingest", self.samples, ingest), ("publish", self.publisher, publish),
-                 ("control", self.control, control)]
+        bound = [("ingest", self.samples, config.ingest), ("publish", self.publisher, config.publish),
+                 ("control", self.control, config.control)]
         self.acked = None
-        if ingest_acked:
+        if config.ingest_acked:
             self.acked = self.context.socket(zmq.ROUTER)
             self.acked.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES)
             self.acked.setsockopt(zmq.RCVHWM, INGEST_HWM)
-            bound.append(("acked", self.acked, ingest_acked))
+            bound.append(("acked", self.acked, config.ingest_acked))
         self.endpoints = {}
         for name, sock, endpoint in bound:
-            if curve_secret:
-                security.secure_server(sock, curve_secret)
+            if config.curve_secret:
+                security.secure_server(sock, config.curve_secret)
             sock.bind(endpoint)
             self.endpoints[name] = sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
@@ -125,6 +113,7 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------------
 
     def run(self) -> None:
+        config = self.config
         poller = zmq.Poller()
         poller.register(self.samples, zmq.POLLIN)
         poller.register(self.control, zmq.POLLIN)
@@ -138,15 +127,15 @@ class Trainer:
 
             # Samples: drain what is queued, train it in arrival order.
             if self.samples in events:
-                self._drain(self.samples)
-                if self.delay_s:
-                    time.sleep(self.delay_s)
+                self._drain_samples()
+                if config.delay_ms:
+                    time.sleep(config.delay_ms / 1000)
 
             # Acknowledged samples: the same, each producer's in sequence, exactly once.
             if self.acked in events:
-                self._drain(self.acked)
-                if self.delay_s:
-                    time.sleep(self.delay_s)
+                self._drain_acked()
+                if config.delay_ms:
+                    time.sleep(config.delay_ms / 1000)
 
             # Control: one request per poll, so requests never starve training.
             if self.control in events:
@@ -156,45 +145,57 @@ class Trainer:
             # heartbeat; weights only when they changed), checkpoint on time.
             now = time.monotonic()
             fresh = self.version - published_version
-            if fresh >= self.publish_every_samples or now - published_at >= self.publish_every_s:
+            if (fresh >= config.publish_every_samples
+                    or now - published_at >= config.publish_every_ms / 1000):
                 self.publish_state(weights=fresh > 0)
                 published_at, published_version = now, self.version
             # Durability: checkpoints grouped so that many acknowledgements share one fsync.
-            due = now - saved_at >= (self.durable_every_s if self.ledger.undurable()
-                                     else self.checkpoint_every_s)
-            if self.checkpoint and (due or self._undurable_messages >= self.durable_every_messages):
+            due = now - saved_at >= (config.durable_every_ms / 1000 if self.ledger.undurable()
+                                     else config.checkpoint_every_s)
+            if config.checkpoint and (
+                    due or self._undurable_messages >= config.durable_every_messages):
                 self.save()
                 saved_at = now
         self.close()
 
-    def _drain(self, sock: zmq.Socket) -> None:
-        """Take what is queued (up to ``MAX_DRAIN`` messages or bytes), train the good messages
-        in one kernel call, in arrival order, and reject the bad ones whole."""
-        acked = sock is self.acked
-        received, size = [], 0  # (frame, ROUTER identity of the sender or None)
-        while len(received) < MAX_DRAIN and size < MAX_DRAIN_BYTES:
-            try:
-                if acked:
-                    parts = sock.recv_multipart(zmq.NOBLOCK)
-                    received.append((parts[1] if len(parts) == 2 else b"", parts[0]))
-                else:  # back to back into the inbox: no allocation, no copy to join them later
-                    n = sock.recv_into(self._inbox[size:], flags=zmq.NOBLOCK)
-                    received.append((self._inbox[size:size + n], None))
+    def _drain_samples(self) -> None:
+        """Take what is queued on the plain ingest (up to ``MAX_DRAIN`` messages or bytes) and
+        train it: alike frames in one step, anything else message by message."""
+        frames, size = [], 0
+        while len(frames) < MAX_DRAIN and size < MAX_DRAIN_BYTES:
+            try:  # back to back into the inbox: no allocation, no copy to join them later
+                n = self.samples.recv_into(self._inbox[size:], flags=zmq.NOBLOCK)
             except zmq.Again:
                 break
-            size += len(received[-1][0])
-        if not received:
+            frames.append(self._inbox[size:size + n])
+            size += n
+        if not frames:
             return
-        if not acked and len(received) > 1 and self._train_alike(
-                [frame for frame, _ in received], self._inbox[:size]):
+        if len(frames) > 1 and self._train_alike(frames, self._inbox[:size]):
             return
-        decoded = []  # Samples to train, an InputError to reject, or None: already answered
-        for frame, sender in received:
+        self._train_messages([_decode(frame) for frame in frames], frames)
+
+    def _drain_acked(self) -> None:
+        """Take what is queued on the acknowledged ingest and train each producer's next
+        messages, exactly once, in sequence (see ``Ledger``); answer the rest."""
+        frames, senders, size = [], [], 0
+        while len(frames) < MAX_DRAIN and size < MAX_DRAIN_BYTES:
             try:
-                message = protocol.decode_samples(frame)
-            except protocol.ProtocolError as e:
-                message = e
-            decoded.append(self._admit(message, frame, sender) if acked else message)
+                parts = self.acked.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            frames.append(parts[1] if len(parts) == 2 else b"")
+            senders.append(parts[0])
+            size += len(frames[-1])
+        decoded = [self._admit(_decode(frame), frame, sender)
+                   for frame, sender in zip(frames, senders)]
+        self._train_messages(decoded, frames, senders)
+        self._undurable_messages += len(frames)
+
+    def _train_messages(self, decoded: list, frames: list, senders: list | None = None) -> None:
+        """Train the decoded messages that pass every check, in one kernel call, in arrival
+        order; reject the others whole. ``decoded`` holds ``Samples``, an ``InputError`` to
+        reject, or None for a message already answered."""
         good = [i for i, m in enumerate(decoded) if isinstance(m, protocol.Samples)]
         errors = {i: m for i, m in enumerate(decoded) if isinstance(m, ValueError)}
         if good:
@@ -205,9 +206,7 @@ class Trainer:
                 diverged = self._train(X, Y, [len(decoded[i].x) for i in trained])
                 errors.update((trained[j], e) for j, e in diverged.items())
         for i in sorted(errors):  # reported in arrival order
-            self._reject(errors[i], *received[i])
-        if acked:
-            self._undurable_messages += len(received)
+            self._reject(errors[i], frames[i], senders[i] if senders else None)
 
     def _train_alike(self, frames: list[memoryview], data: memoryview) -> bool:
         """Train a drain of frames alike but for their payloads (see ``protocol.FrameTemplate``;
@@ -327,10 +326,10 @@ class Trainer:
                 reply = protocol.ok(outputs=protocol.encode_array(outputs),
                                     classes=classify(outputs).tolist(), version=self.version)
             elif op == "save":
-                if not self.checkpoint:
+                if not self.config.checkpoint:
                     raise ValueError("no checkpoint path: start the service with --checkpoint PATH")
                 self.save()
-                reply = protocol.ok(path=self.checkpoint, version=self.version)
+                reply = protocol.ok(path=self.config.checkpoint, version=self.version)
             else:
                 raise ValueError(f"unknown op {op!r}; expected ping, snapshot, stats, predict or save")
         except ValueError as e:
@@ -360,7 +359,7 @@ class Trainer:
 
     def save(self) -> None:
         """Checkpoint now; then every acknowledged producer learns what is durable."""
-        self.net.save(self.checkpoint, extra={"rejected": self.rejected,
+        self.net.save(self.config.checkpoint, extra={"rejected": self.rejected,
                                               "producers": self.ledger.handled})
         self._undurable_messages = 0
         for sender, status in self.ledger.made_durable():
@@ -368,7 +367,7 @@ class Trainer:
 
     def close(self) -> None:
         """Final checkpoint and publish, then close every socket with a bounded linger."""
-        if self.checkpoint:
+        if self.config.checkpoint:
             self.save()
         self.publish_state()
         for sock in (self.samples, self.acked, self.control, self.publisher):
@@ -379,6 +378,14 @@ class Trainer:
         self.context.term()
         if self.prometheus:
             self.prometheus.close()
+
+
+def _decode(frame: bytes) -> protocol.Samples | protocol.ProtocolError:
+    """The frame's samples, or the error that rejects it."""
+    try:
+        return protocol.decode_samples(frame)
+    except protocol.ProtocolError as e:
+        return e
 
 
 def _lenient_unpack(frame: bytes) -> dict:

@@ -72,7 +72,7 @@ class Producer(_Client):
     to ``DELIVERY_TIMEOUT``: a process may exit right after it.
     """
 
-    def __init__(self, endpoint: str = "tcp://127.0.0.1:5555", binary: bool = True,
+    def __init__(self, endpoint: str = protocol.INGEST_ENDPOINT, binary: bool = True,
                  producer: str | None = None, timeout: float | None = None,
                  context: zmq.Context | None = None, curve: tuple[str, str] | None = None) -> None:
         # A context of its own, so that close() can wait for delivery by ending it: a socket's
@@ -211,7 +211,7 @@ class Control(_Client):
     up to ``retries`` times, then ``TimeoutError``.
     """
 
-    def __init__(self, endpoint: str = "tcp://127.0.0.1:5557", timeout: float = REQUEST_TIMEOUT,
+    def __init__(self, endpoint: str = protocol.CONTROL_ENDPOINT, timeout: float = REQUEST_TIMEOUT,
                  retries: int = REQUEST_RETRIES, context: zmq.Context | None = None,
                  curve: tuple[str, str] | None = None) -> None:
         super().__init__(context, curve)
@@ -264,7 +264,7 @@ class Subscriber(_Client):
     ``"weights"``, dicts for ``"metrics"`` and ``"events"``.
     """
 
-    def __init__(self, publish: str = "tcp://127.0.0.1:5556", control: str | None = None,
+    def __init__(self, publish: str = protocol.PUBLISH_ENDPOINT, control: str | None = None,
                  topics: tuple[str, ...] = ("weights", "metrics", "events"),
                  timeout: float | None = None, context: zmq.Context | None = None,
                  curve: tuple[str, str] | None = None) -> None:

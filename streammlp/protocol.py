@@ -26,6 +26,10 @@ import numpy as np
 from .network import InputError
 
 VERSION = 1
+# Where the service binds by default, and where the clients and commands look for it.
+INGEST_ENDPOINT = "tcp://127.0.0.1:5555"
+PUBLISH_ENDPOINT = "tcp://127.0.0.1:5556"
+CONTROL_ENDPOINT = "tcp://127.0.0.1:5557"
 WEIGHTS, METRICS, EVENTS = b"weights", b"metrics", b"events"
 MAX_MESSAGE_BYTES = 64 << 20  # ZMQ_MAXMSGSIZE on every socket that takes input
 MAX_ROWS = 1 << 20  # samples in one message

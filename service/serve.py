@@ -14,12 +14,15 @@ import os
 import signal
 import sys
 
+from streammlp import checkpoint
+from streammlp.fleet import Fleet, RaceFleet
 from streammlp.network import MLP, read
 from streammlp.race import Race
 
 from .config import FIELDS, TrainerConfig
 from .trainer import Trainer, log
 
+MAX_MODELS = 100_000  # models a keyed service holds before it refuses new keys
 KEEP_FREED_BYTES = 64 << 20  # freed memory glibc may keep for reuse (see keep_freed_memory)
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
 
@@ -67,6 +70,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     p.add_argument("--prometheus-port", type=int, default=d.prometheus_port,
                    help="serve Prometheus metrics on 127.0.0.1:PORT (0: a free port)")
+    p.add_argument("--keyed", action="store_true",
+                   help="train one model per message key ('model'), each from the options' "
+                        "template and the seed model_seed(--seed, key)")
+    p.add_argument("--max-models", type=int, default=MAX_MODELS,
+                   help="with --keyed, refuse new keys beyond this many models (default %(default)s)")
     p.add_argument("--delay-ms", type=float, default=d.delay_ms, help=argparse.SUPPRESS)  # tests only
     return p.parse_args(argv)
 
@@ -77,13 +85,23 @@ def build(args: argparse.Namespace) -> Trainer:
         layers = [int(n) for n in args.layers.split(",")]
     except ValueError:
         raise ValueError(f"--layers {args.layers!r}: expected comma-separated sizes such as 3,4,1")
-    if args.race:
-        net = Race.grid(layers[0], layers[-1], seed=args.seed, dtype=args.dtype,
-                        scale=args.scale or "standard")
+
+    def race(seed: int | None) -> Race:
+        return Race.grid(layers[0], layers[-1], seed=seed, dtype=args.dtype,
+                         scale=args.scale or "standard")
+
+    def mlp(seed: int | None) -> MLP:
+        return MLP(layers, activation=args.activation, output=args.output, loss=args.loss,
+                   lr=args.lr, bias=args.bias, init=args.init, seed=seed, dtype=args.dtype,
+                   scale=args.scale)
+
+    if args.max_models < 1:
+        raise ValueError(f"--max-models {args.max_models}: expected a positive number")
+    if args.keyed:  # a model per key, each from the seed model_seed(--seed, key)
+        fleet = dict(seed=args.seed, window=args.window, max_models=args.max_models)
+        net = RaceFleet(race, **fleet) if args.race else Fleet(mlp(None), **fleet)
     else:
-        net = MLP(layers, activation=args.activation, output=args.output, loss=args.loss,
-                  lr=args.lr, bias=args.bias, init=args.init, seed=args.seed, dtype=args.dtype,
-                  scale=args.scale)
+        net = race(args.seed) if args.race else mlp(args.seed)
     extra = {}
     if args.resume and not args.checkpoint:
         raise ValueError("--resume needs --checkpoint PATH")
@@ -91,7 +109,7 @@ def build(args: argparse.Namespace) -> Trainer:
         # A crash before the first checkpoint: nothing was durable, so nothing is lost.
         log.info("streammlp serve: --resume: no checkpoint at %s yet, starting afresh", args.checkpoint)
     elif args.resume:
-        saved, extra = read(args.checkpoint)
+        saved, extra = _read(args.checkpoint, net)
         there, here = _comparable(saved), _comparable(net)
         if there != here:
             raise ValueError(f"checkpoint {args.checkpoint} does not match the options: it holds "
@@ -138,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     # One line at start: the endpoints (as bound, with the port the OS chose) and the model.
     print(f"streammlp serve: ready ingest={e['ingest']} publish={e['publish']} "
           f"control={e['control']}" + (f" acked={e['acked']}" if "acked" in e else "")
-          + f" version={trainer.version} model={trainer.net!r}"
+          + f" version={trainer.version} model={trainer.models.model!r}"
           + (" security=curve" if trainer.auth else " security=none(loopback only)")
           + (f" prometheus={trainer.prometheus.url}" if trainer.prometheus else ""), flush=True)
     trainer.run()
@@ -146,10 +164,31 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _read(path: str, model):
+    """The model of the checkpoint at ``path`` (of ``model``'s kind, fleets included) and the
+    extra saved with it; ``ValueError`` if the file is not one."""
+    if not isinstance(model, (Fleet, RaceFleet)):
+        return read(path)
+    try:
+        state = checkpoint.read(path)
+        if isinstance(model, Fleet):
+            saved = Fleet.from_state(state, max_models=model.max_models)
+        else:
+            saved = RaceFleet.from_state(state, model.make_race, max_models=model.max_models)
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
+        raise ValueError(f"{path} is not a checkpoint of a keyed service with these options "
+                         f"({type(e).__name__}: {e})") from e
+    return saved, state.get("extra", {})
+
+
 def _comparable(model) -> dict:
     """A model's kind and spec without what only sets its first weights (seed, init)."""
     def strip(spec: dict) -> dict:
         return {k: v for k, v in spec.items() if k not in ("seed", "init")}
+    if isinstance(model, Fleet):
+        return {"keyed": strip(model.spec)}
+    if isinstance(model, RaceFleet):  # its races, all alike (the template if it has none)
+        return {"keyed": _comparable(model.races[0] if model.races else model.template)}
     spec = model.spec()
     if isinstance(model, Race):
         return {"race": [strip(m) for m in spec["members"]], "window": spec["window"]}

@@ -1,6 +1,6 @@
 """The trainer loop: samples in over ZeroMQ, one gradient step each, weights and metrics out.
 
-A sample's path, start to end: ``samples`` socket (PULL) -> ``Trainer._drain``
+A sample's path, start to end: ``samples`` socket (PULL) -> ``Trainer._drain_samples``
 (decode and check every message, in arrival order; ``_train_alike`` does a
 drain of frames alike but for their numbers in one step) -> ``MLP.learn`` (one
 kernel call for all that arrived, one step per sample) -> ``StreamMetrics`` ->
@@ -17,13 +17,15 @@ import time
 import numpy as np
 import zmq
 
-from streammlp import protocol, security
+from streammlp import checkpoint, protocol, security
+from streammlp.fleet import Fleet, RaceFleet
 from streammlp.metrics import StreamMetrics
-from streammlp.network import MLP, InputError, classify
+from streammlp.network import MLP, InputError
 from streammlp.race import Race
 
 from .config import TrainerConfig
 from .ledger import Ledger
+from .models import ManyModels, OneModel
 from .prometheus import PrometheusExporter
 
 log = logging.getLogger("streammlp.service")
@@ -39,19 +41,22 @@ INGEST_HWM = 1000  # queued ingest messages before producers' PUSH sockets block
 
 
 class Trainer:
-    """Owns the network, the metrics and the sockets; ``run()`` is the poll loop.
+    """Owns the models, the metrics and the sockets; ``run()`` is the poll loop.
 
-    ``net`` is a fresh or resumed model; ``rejected`` and ``producers`` are the
-    rejection counts and acknowledged producers' sequence numbers of a resumed
-    checkpoint.
+    ``model`` is a fresh or resumed network, race, or fleet (one model per key);
+    ``rejected`` and ``producers`` are the rejection counts and acknowledged
+    producers' sequence numbers of a resumed checkpoint.
     """
 
-    def __init__(self, net: MLP | Race, config: TrainerConfig = TrainerConfig(),
+    def __init__(self, model: MLP | Race | Fleet | RaceFleet, config: TrainerConfig = TrainerConfig(),
                  rejected: dict | None = None, producers: dict | None = None) -> None:
-        self.net, self.config = net, config
-        self.metrics = StreamMetrics(classes=max(2, net.n_outputs), window=config.window)
+        self.config = config
+        self.models = (ManyModels(model, self._send) if isinstance(model, (Fleet, RaceFleet))
+                       else OneModel(model))
+        # The service's totals over every model: the `metrics` topic and `stats`.
+        self.metrics = StreamMetrics(classes=max(2, model.n_outputs), window=config.window)
         self.metrics.samples, self.metrics.loss_total, self.metrics.correct_total = (
-            net.samples, net.loss_total, net.correct_total)
+            self.models.totals())
         self.rejected: dict[str, int] = dict(rejected or {})
         self.ledger = Ledger(producers)
         self._undurable_messages = 0
@@ -100,15 +105,20 @@ class Trainer:
 
     def _warm_up(self) -> None:
         """Compile the kernels on a copy, so the first real sample sees no compile pause."""
-        twin = copy.deepcopy(self.net)
+        twin = copy.deepcopy(self.models.model)
         X = np.zeros((1, twin.n_inputs))
-        twin.learn(X, np.zeros((1, twin.n_outputs)))
-        twin.predict(X)
+        Y = np.zeros((1, twin.n_outputs))
+        if isinstance(twin, (Fleet, RaceFleet)):
+            twin.learn(["warm-up"], X, Y)
+            twin.predict(0, X)
+        else:
+            twin.learn(X, Y)
+            twin.predict(X)
 
     @property
     def version(self) -> int:
-        """Samples trained so far: every published state is named by it."""
-        return self.net.samples
+        """Samples trained so far (over every model): every published state is named by it."""
+        return self.models.version
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -199,12 +209,12 @@ class Trainer:
         good = [i for i, m in enumerate(decoded) if isinstance(m, protocol.Samples)]
         errors = {i: m for i, m in enumerate(decoded) if isinstance(m, ValueError)}
         if good:
-            X, Y, bad = self.net.check_many([(decoded[i].x, decoded[i].y) for i in good])
+            X, Y, bad = self.models.model.check_many([(decoded[i].x, decoded[i].y) for i in good])
             errors.update((good[j], e) for j, e in bad.items())
             trained = [i for i in good if i not in errors]
             if trained:
-                diverged = self._train(X, Y, [len(decoded[i].x) for i in trained])
-                errors.update((trained[j], e) for j, e in diverged.items())
+                refused = self._train(X, Y, [decoded[i] for i in trained])
+                errors.update((trained[j], e) for j, e in refused.items())
         for i in sorted(errors):  # reported in arrival order
             self._reject(errors[i], frames[i], senders[i] if senders else None)
 
@@ -224,12 +234,11 @@ class Trainer:
             if run is None:
                 return False
         try:
-            X = self.net.check_inputs(run.x)
-            Y = self.net.check_targets(run.y, len(X))
+            X = self.models.model.check_inputs(run.x)
+            Y = self.models.model.check_targets(run.y, len(X))
         except InputError:
             return False
-        rows = len(self._template.message.x)
-        for j, e in self._train(X, Y, [rows] * len(frames)).items():
+        for j, e in self._train(X, Y, [self._template.message] * len(frames)).items():
             self._reject(e, frames[j])
         return True
 
@@ -258,43 +267,52 @@ class Trainer:
         self._answer_producer(sender, self.ledger.status(producer, resend=verdict == "gap"))
         return None
 
-    def _train(self, X: np.ndarray, Y: np.ndarray, rows: list[int]) -> dict[int, InputError]:
-        """Train on checked rows; undo any message that leaves a weight non-finite.
+    def _train(self, X: np.ndarray, Y: np.ndarray, messages: list[protocol.Samples]
+               ) -> dict[int, InputError]:
+        """Train checked rows, each message's on its model; the messages refused, by index.
 
-        ``rows`` are the messages' row counts. If the batch diverges, the model
-        from before it is restored and its messages trained one by one, so
-        only the ones that diverge are dropped (their errors are returned).
+        A message is refused if it has no model (``ManyModels.place``), or if it
+        diverges: if the batch leaves a weight non-finite, the models from
+        before it are restored and its messages trained one by one, so only the
+        ones that diverge are dropped.
         """
-        saved = self.net.state()
-        result = self.net.learn_checked(X, Y)
-        if self._finite():
+        rows = np.array([len(m.x) for m in messages])
+        slots, errors = self.models.place(messages)
+        if errors:  # their rows leave the batch
+            keep = np.repeat([j not in errors for j in range(len(messages))], rows)
+            X, Y, rows = X[keep], Y[keep], np.delete(rows, list(errors))
+            placed = [j for j in range(len(messages)) if j not in errors]
+        else:
+            placed = range(len(messages))
+        if not len(X):
+            return errors
+        saved = self.models.save(slots)
+        result = self.models.learn(X, Y, slots)
+        if self.models.finite(slots):
             self.metrics.update(result)
-            return {}
-        self.net = type(self.net).from_state(saved)
-        errors, start = {}, 0
-        for j, n in enumerate(rows):
-            saved = self.net.state()
-            result = self.net.learn_checked(X[start:start + n], Y[start:start + n])
-            if self._finite():
+            return errors
+        self.models.restore(saved)
+        for j, start, n in zip(placed, np.cumsum(rows) - rows, rows):
+            part = slice(start, start + n)
+            own = None if slots is None else slots[part]
+            saved = self.models.save(own)
+            result = self.models.learn(X[part], Y[part], own)
+            if self.models.finite(own):
                 self.metrics.update(result)
             else:
-                self.net = type(self.net).from_state(saved)
+                self.models.restore(saved)
                 errors[j] = InputError("diverged", "training on this message left non-finite "
                                        "weights; the model from before it was restored")
-            start += n
         return errors
-
-    def _finite(self) -> bool:
-        """Every weight of the model (of every member, in a race) is finite."""
-        return all(np.isfinite(m.params).all() for m in getattr(self.net, "members", [self.net]))
 
     def _reject(self, e: ValueError, frame: bytes, sender: bytes | None = None) -> None:
         reason = getattr(e, "reason", "invalid")
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
         body = _lenient_unpack(frame)  # name the sender when the frame is readable enough
         producer, seq = body.get("producer"), body.get("seq")
+        extra = {"model": body["model"]} if "model" in body else {}
         self._send(protocol.EVENTS, protocol.event_body(
-            "rejected", reason=reason, error=str(e), producer=producer, seq=seq))
+            "rejected", reason=reason, error=str(e), producer=producer, seq=seq, **extra))
         if sender is not None:  # the acknowledged ingest: the producer may forget it
             status = self.ledger.status(producer) if isinstance(producer, str) else {"v": 1}
             self._answer_producer(sender, {**status, "rejected": seq, "reason": reason,
@@ -311,27 +329,21 @@ class Trainer:
         envelope, request = frames[:-1], frames[-1]
         try:
             body = protocol.unpack(request)
-            op = body.get("op")
-            if op == "ping":
+            op, model = body.get("op"), body.get("model")
+            if op == "ping" and model is None:
                 reply = protocol.ok(version=self.version)
-            elif op == "snapshot":
-                reply = protocol.ok(**protocol.weights_body(self.net, self.version))
-            elif op == "stats":
+            elif op == "stats" and model is None:
                 reply = protocol.ok(**self.metrics_body())
-            elif op == "predict":
-                if "x" not in body:
-                    raise ValueError("predict needs 'x': a list of rows or a binary array")
-                X = self.net.check_inputs(protocol.decode_array("x", body["x"]))
-                outputs = self.net.predict(X)
-                reply = protocol.ok(outputs=protocol.encode_array(outputs),
-                                    classes=classify(outputs).tolist(), version=self.version)
+            elif op in ("ping", "stats", "snapshot", "predict", "models"):
+                reply = protocol.ok(**self.models.answer(op, body))
             elif op == "save":
                 if not self.config.checkpoint:
                     raise ValueError("no checkpoint path: start the service with --checkpoint PATH")
                 self.save()
                 reply = protocol.ok(path=self.config.checkpoint, version=self.version)
             else:
-                raise ValueError(f"unknown op {op!r}; expected ping, snapshot, stats, predict or save")
+                raise ValueError(f"unknown op {op!r}; expected ping, snapshot, stats, predict, "
+                                 "models or save")
         except ValueError as e:
             reply = protocol.error(str(e))
         self.control.send_multipart(envelope + [reply])
@@ -341,8 +353,11 @@ class Trainer:
     def metrics_body(self) -> dict:
         body = {"v": protocol.VERSION, "version": self.version, "ts": time.time(),
                 **self.metrics.summary(), "rejected": dict(self.rejected)}
-        if isinstance(self.net, Race):
-            body["race"] = self.net.summary()  # every member's figures and the leader
+        model = self.models.model
+        if isinstance(model, Race):
+            body["race"] = model.summary()  # every member's figures and the leader
+        if self.models.keyed:
+            body["models"] = len(model)
         return body
 
     def _send(self, topic: bytes, body: dict) -> None:
@@ -350,8 +365,7 @@ class Trainer:
 
     def publish_state(self, weights: bool = True) -> None:
         self.metrics.rate()
-        if weights:
-            self._send(protocol.WEIGHTS, protocol.weights_body(self.net, self.version))
+        self.models.publish(self._send, changed=weights)
         body = self.metrics_body()
         self._send(protocol.METRICS, body)
         if self.prometheus:
@@ -359,8 +373,8 @@ class Trainer:
 
     def save(self) -> None:
         """Checkpoint now; then every acknowledged producer learns what is durable."""
-        self.net.save(self.config.checkpoint, extra={"rejected": self.rejected,
-                                              "producers": self.ledger.handled})
+        checkpoint.write(self.config.checkpoint, self.models.state(),
+                         extra={"rejected": self.rejected, "producers": self.ledger.handled})
         self._undurable_messages = 0
         for sender, status in self.ledger.made_durable():
             self._answer_producer(sender, status)

@@ -5,8 +5,9 @@ raw little-endian bytes, row-major, decoded with ``np.frombuffer`` (no
 per-element Python work). Plain lists of numbers are accepted too.
 
 - Ingest (PUSH -> PULL), one frame: ``{"v": 1, "x": X, "y": Y}`` with optional
-  ``"producer": str`` and ``"seq": int``.
-- Publish (PUB -> SUB), two frames ``[topic, body]``: ``weights``, ``metrics``, ``events``.
+  ``"producer": str``, ``"seq": int`` and ``"model": str`` (the key, ``--keyed``).
+- Publish (PUB -> SUB), two frames ``[topic, body]``: ``weights``, ``metrics``, ``events``;
+  a keyed service's models on ``model/KEY/weights`` and ``model/KEY/metrics``.
 - Control (REQ/DEALER -> ROUTER): ``{"op": ...}`` -> ``{"ok": true, ...}`` or
   ``{"ok": false, "error": "..."}``.
 
@@ -16,6 +17,7 @@ Nothing here touches sockets; the README documents the frames for other language
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -33,12 +35,22 @@ CONTROL_ENDPOINT = "tcp://127.0.0.1:5557"
 WEIGHTS, METRICS, EVENTS = b"weights", b"metrics", b"events"
 MAX_MESSAGE_BYTES = 64 << 20  # ZMQ_MAXMSGSIZE on every socket that takes input
 MAX_ROWS = 1 << 20  # samples in one message
+MODEL_KEY = re.compile(r"[A-Za-z0-9._-]{1,128}")  # what a model key may be
+DEFAULT_MODEL = "default"  # the model of a message that names none, on a keyed service
 ARRAY_DTYPES = ("<f4", "<f8", "<i4", "<i8")
 _ARRAY_DTYPES = {name: np.dtype(name) for name in ARRAY_DTYPES}
 
 
 class ProtocolError(InputError):
     """A message that cannot be decoded; ``reason`` is the short name it is counted under."""
+
+
+def check_key(key) -> str:
+    """``key`` if it is a valid model key, else ``ProtocolError`` (reason ``bad_model``)."""
+    if not isinstance(key, str) or not MODEL_KEY.fullmatch(key):
+        raise ProtocolError("bad_model", f"model key {key!r} is not 1-128 characters of A-Z a-z "
+                            "0-9 . _ -; name the model with those")
+    return str(key)
 
 
 class Samples(NamedTuple):
@@ -48,6 +60,7 @@ class Samples(NamedTuple):
     y: np.ndarray
     producer: str | None = None
     seq: int | None = None
+    model: str | None = None  # the model key (keyed services)
 
 
 # -- arrays ----------------------------------------------------------------------------------
@@ -126,8 +139,11 @@ def unpack(frame: bytes) -> dict:
 # -- ingest --------------------------------------------------------------------------------------
 
 def encode_samples(X, y, producer: str | None = None, seq: int | None = None,
-                   binary: bool = True) -> bytes:
-    """An ingest message: binary arrays by default, plain lists with ``binary=False``."""
+                   binary: bool = True, model: str | None = None) -> bytes:
+    """An ingest message: binary arrays by default, plain lists with ``binary=False``.
+
+    ``model`` goes last, so that a producer's frames for many keys differ only in
+    their payloads and that last string (see :class:`FrameTemplate`)."""
     body: dict = {"v": VERSION}
     if binary:
         body["x"], body["y"] = encode_array(X), encode_array(y)
@@ -137,6 +153,8 @@ def encode_samples(X, y, producer: str | None = None, seq: int | None = None,
         body["producer"] = producer
     if seq is not None:
         body["seq"] = seq
+    if model is not None:
+        body["model"] = check_key(model)
     return pack(body)
 
 
@@ -153,10 +171,13 @@ def decode_samples(frame: bytes) -> Samples:
         raise ProtocolError("bad_message", f"producer is {type(producer).__name__}; expected str")
     if seq is not None and type(seq) is not int:
         raise ProtocolError("bad_message", f"seq is {type(seq).__name__}; expected int")
+    model = body.get("model")
+    if model is not None:
+        check_key(model)
     x, y = decode_array("x", x), decode_array("y", y)
     if len(x) > MAX_ROWS:
         raise ProtocolError("too_large", f"message has {len(x)} rows; at most {MAX_ROWS}")
-    return Samples(x, y, producer, seq)
+    return Samples(x, y, producer, seq, model)
 
 
 class FrameTemplate:
@@ -260,6 +281,7 @@ class Weights:
     scaler_mean: np.ndarray | None = None  # inputs are used as (x - mean) / sqrt(var), 0 where var is 0
     scaler_var: np.ndarray | None = None
     member: int | None = None  # with --race: which member leads
+    model: str | None = None  # the model's key, on a keyed service
 
 
 def decode_weights(body: dict) -> Weights:
@@ -270,7 +292,18 @@ def decode_weights(body: dict) -> Weights:
                    activation=body["activation"], output=body["output"],
                    scaler_mean=decode_array("mean", scaler["mean"]) if scaler else None,
                    scaler_var=decode_array("var", scaler["var"]) if scaler else None,
-                   member=body.get("member"))
+                   member=body.get("member"), model=body.get("model"))
+
+
+def model_topic(key: str, kind: bytes) -> bytes:
+    """A keyed model's topic, ``model/KEY/weights``: the ``/`` cannot occur in a key, so
+    subscribing to ``model/KEY/`` selects exactly one model, ``model/`` all of them."""
+    return b"model/" + key.encode() + b"/" + kind
+
+
+def model_metrics_body(figures: dict) -> dict:
+    """The ``metrics`` message of one model of a keyed service (see ``Fleet.figures``)."""
+    return {"v": VERSION, "ts": time.time(), **figures}
 
 
 def event_body(kind: str, **fields) -> dict:

@@ -8,6 +8,9 @@ Publishing and the model-specific control ops differ, and live here too.
 
 from __future__ import annotations
 
+import itertools
+import time
+
 import numpy as np
 
 from streammlp import protocol
@@ -15,7 +18,10 @@ from streammlp.fleet import Fleet, RaceFleet
 from streammlp.network import MLP, InputError, Prequential, classify
 from streammlp.race import Race
 
-PUBLISH_MODELS = 1000  # models whose weights and figures one publish tick sends at most
+# Models whose weights and figures are published per second at most (a tick sends its share):
+# each costs two messages and ~30 us, so publishing stays a few % of the service's time
+# however many models change.
+PUBLISH_MODELS_PER_S = 1000
 MODELS_PAGE = 100  # models a `models` request lists by default ...
 MAX_MODELS_PAGE = 1000  # ... and at most
 SORTS = ("model", "samples", "accuracy", "ew_accuracy", "ew_loss")  # `models` sort keys
@@ -38,12 +44,12 @@ class OneModel:
     def version(self) -> int:
         return self.net.samples
 
-    def place(self, messages: list[protocol.Samples]) -> tuple[None, dict[int, InputError]]:
-        """Every message goes to the one model; one that names a model is refused."""
+    def place(self, keys: list[str | None], rows: np.ndarray) -> tuple[None, dict[int, InputError]]:
+        """Every message goes to the one model; one that names a model (``keys[j]``) is refused."""
         return None, {j: InputError("bad_model", f"this service trains one model; the message "
-                                    f"names model {m.model!r} (start the service with --keyed, "
+                                    f"names model {key!r} (start the service with --keyed, "
                                     "or drop 'model')")
-                      for j, m in enumerate(messages) if m.model is not None}
+                      for j, key in enumerate(keys) if key is not None}
 
     def learn(self, X: np.ndarray, Y: np.ndarray, slots: None) -> Prequential:
         return self.net.learn_checked(X, Y)
@@ -87,7 +93,8 @@ class ManyModels:
 
     ``send(topic, body)`` publishes: a new model's weights go out at once, with
     version 0; afterwards only models that learned since their last publish are
-    published, at most ``PUBLISH_MODELS`` a tick, the longest waiting first.
+    published, the longest waiting first, at most ``PUBLISH_MODELS_PER_S`` a
+    second (each tick sends its share).
     """
 
     keyed = True
@@ -96,6 +103,7 @@ class ManyModels:
         self.fleet, self.send = fleet, send
         self.samples = fleet.totals()[0]
         self.changed: dict[int, None] = {}  # slots learned since their last publish, oldest first
+        self._published_at = time.monotonic()
 
     @property
     def model(self) -> Fleet | RaceFleet:
@@ -105,22 +113,25 @@ class ManyModels:
     def version(self) -> int:
         return self.samples
 
-    def place(self, messages: list[protocol.Samples]) -> tuple[np.ndarray, dict[int, InputError]]:
-        """The slot of every row (models created as needed), and the messages refused:
-        a new key when the fleet is full."""
+    def place(self, keys: list[str | None], rows: np.ndarray) -> tuple[np.ndarray, dict[int, InputError]]:
+        """The slot of every row of messages of ``keys`` and ``rows`` (models created as
+        needed), and the messages refused: a new key when the fleet is full."""
         slots, refused = [], {}
-        for j, m in enumerate(messages):
-            key = protocol.DEFAULT_MODEL if m.model is None else m.model
-            new = key not in self.fleet
-            try:
-                slot = self.fleet.slot(key)
-            except InputError as e:
-                refused[j] = e
-                continue
-            if new:
+        known = self.fleet.slots
+        for j, key in enumerate(keys):
+            key = protocol.DEFAULT_MODEL if key is None else key
+            slot = known.get(key)
+            if slot is None:
+                try:
+                    slot = self.fleet.slot(key)
+                except InputError as e:
+                    refused[j] = e
+                    continue
                 self._publish(slot)  # version 0: before any step
-            slots.append(np.full(len(m.x), slot, dtype=np.int64))
-        return (np.concatenate(slots) if slots else np.zeros(0, np.int64)), refused
+            slots.append(slot)
+        if refused:
+            rows = np.delete(rows, list(refused))
+        return np.repeat(np.array(slots, dtype=np.int64), rows), refused
 
     def learn(self, X: np.ndarray, Y: np.ndarray, slots: np.ndarray) -> Prequential:
         result = self.fleet.learn_checked(X, Y, slots)
@@ -139,7 +150,10 @@ class ManyModels:
         return self.fleet.finite(slots)
 
     def publish(self, send, changed: bool) -> None:
-        for slot in list(self.changed)[:PUBLISH_MODELS]:
+        now = time.monotonic()
+        share = max(1, int(PUBLISH_MODELS_PER_S * (now - self._published_at)))
+        self._published_at = now
+        for slot in list(itertools.islice(self.changed, share)):
             del self.changed[slot]
             self._publish(slot)
 

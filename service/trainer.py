@@ -213,7 +213,8 @@ class Trainer:
             errors.update((good[j], e) for j, e in bad.items())
             trained = [i for i in good if i not in errors]
             if trained:
-                refused = self._train(X, Y, [decoded[i] for i in trained])
+                refused = self._train(X, Y, [len(decoded[i].x) for i in trained],
+                                      [decoded[i].model for i in trained])
                 errors.update((trained[j], e) for j, e in refused.items())
         for i in sorted(errors):  # reported in arrival order
             self._reject(errors[i], frames[i], senders[i] if senders else None)
@@ -238,7 +239,9 @@ class Trainer:
             Y = self.models.model.check_targets(run.y, len(X))
         except InputError:
             return False
-        for j, e in self._train(X, Y, [self._template.message] * len(frames)).items():
+        m = len(frames)
+        keys = run.model if isinstance(run.model, tuple) else [run.model] * m  # one per frame
+        for j, e in self._train(X, Y, [len(X) // m] * m, keys).items():
             self._reject(e, frames[j])
         return True
 
@@ -267,23 +270,25 @@ class Trainer:
         self._answer_producer(sender, self.ledger.status(producer, resend=verdict == "gap"))
         return None
 
-    def _train(self, X: np.ndarray, Y: np.ndarray, messages: list[protocol.Samples]
+    def _train(self, X: np.ndarray, Y: np.ndarray, rows: list[int], keys: list[str | None]
                ) -> dict[int, InputError]:
         """Train checked rows, each message's on its model; the messages refused, by index.
+
+        ``rows`` and ``keys``: each message's row count and model key (or None).
 
         A message is refused if it has no model (``ManyModels.place``), or if it
         diverges: if the batch leaves a weight non-finite, the models from
         before it are restored and its messages trained one by one, so only the
         ones that diverge are dropped.
         """
-        rows = np.array([len(m.x) for m in messages])
-        slots, errors = self.models.place(messages)
+        rows = np.array(rows)
+        slots, errors = self.models.place(keys, rows)
         if errors:  # their rows leave the batch
-            keep = np.repeat([j not in errors for j in range(len(messages))], rows)
+            keep = np.repeat([j not in errors for j in range(len(keys))], rows)
             X, Y, rows = X[keep], Y[keep], np.delete(rows, list(errors))
-            placed = [j for j in range(len(messages)) if j not in errors]
+            placed = [j for j in range(len(keys)) if j not in errors]
         else:
-            placed = range(len(messages))
+            placed = range(len(keys))
         if not len(X):
             return errors
         saved = self.models.save(slots)

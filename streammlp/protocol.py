@@ -191,6 +191,12 @@ class FrameTemplate:
     :func:`decode_samples` each, about 50x less work per message, straight from
     the buffer they were received into.
 
+    A frame whose last value is its ``model`` key (as :func:`encode_samples`
+    writes it) may differ in that key too, in length as well: every frame must
+    then equal the template up to the key's string header, and end with a key
+    of the length that header gives; ``decode`` returns the keys as a tuple in
+    ``model``, one per frame.
+
     Raises ``ProtocolError`` if the frame is not a valid ingest message whose
     ``x`` is ``(n, d)`` and ``y`` ``(n,)`` or ``(n, k)`` binary arrays, n >= 1.
     """
@@ -205,21 +211,45 @@ class FrameTemplate:
         if set(spans) != {"x", "y"}:
             raise ProtocolError("bad_message", "a template needs x and y as binary arrays")
         (xs, xe), (ys, ye) = sorted(spans.values())
+        # Where the fixed bytes end: the frame's end, or the header of a last "model" value.
+        self.key_at = len(frame)
+        model = self.message.model
+        last = _MODEL_FIELD + msgpack.packb(model) if model else b""
+        if model and len(model) < 32 and frame.endswith(last) and len(frame) - len(last) >= ye:
+            self.key_at = len(frame) - len(last) + len(_MODEL_FIELD)  # fixstr: a 1-byte header
         self.frame, self.size = np.frombuffer(frame, np.uint8), len(frame)
-        self.fixed = [(0, xs), (xe, ys), (ye, len(frame))]  # every byte outside the payloads
+        self.fixed = [(0, xs), (xe, ys), (ye, self.key_at)]  # every byte outside the payloads
         self.spans = spans
 
     def decode(self, data, lengths: list[int]) -> Samples | None:
         """The samples of frames laid back to back in ``data`` (any buffer), of ``lengths``
         bytes each, as one message in order; None unless every frame fits."""
-        m = len(lengths)
-        if any(n != self.size for n in lengths):
-            return None
-        rows = np.frombuffer(data, np.uint8, count=m * self.size).reshape(m, self.size)
+        m, buffer = len(lengths), np.frombuffer(data, np.uint8)
+        if self.key_at == self.size:
+            if any(n != self.size for n in lengths):
+                return None
+            rows = buffer[:m * self.size].reshape(m, self.size)
+        else:
+            ends = np.cumsum(lengths)
+            starts = ends - lengths
+            if (ends - starts <= self.key_at).any():
+                return None
+            rows = buffer[starts[:, None] + np.arange(self.key_at + 1)]  # up to the key's header
+            key_lengths = rows[:, -1].astype(np.int64) - 0xa0  # fixstr: 0xa0 | length
+            if ((key_lengths < 1) | (key_lengths > 31)
+                    | (ends - starts != self.key_at + 1 + key_lengths)).any():
+                return None
         if not all((rows[:, a:b] == self.frame[a:b]).all() for a, b in self.fixed):
             return None
         x, y = (self._stack(rows, name) for name in ("x", "y"))
-        return self.message._replace(x=x, y=y)
+        if self.key_at == self.size:
+            return self.message._replace(x=x, y=y)
+        raw = bytes(data[:int(ends[-1])])
+        keys = tuple(raw[a:b].decode("ascii", "replace")
+                     for a, b in zip((starts + self.key_at + 1).tolist(), ends.tolist()))
+        if not all(MODEL_KEY.fullmatch(key) for key in keys):
+            return None
+        return self.message._replace(x=x, y=y, model=keys)
 
     def _stack(self, rows: np.ndarray, name: str) -> np.ndarray:
         """One payload of every frame as one array: the template's rows, m times over."""
@@ -228,6 +258,9 @@ class FrameTemplate:
         # Reshape copies the strided payloads if a frame holds several rows; with one row per
         # frame it returns a view of ``data``, which the network's checks copy before training.
         return rows[:, start:stop].view(a.dtype).reshape((len(rows) * len(a),) + a.shape[1:])
+
+
+_MODEL_FIELD = msgpack.packb("model")  # the field name before a frame's last value, its key
 
 
 def _payload_spans(frame: bytes) -> dict[str, tuple[int, int]]:

@@ -143,15 +143,15 @@ def watch(args: argparse.Namespace) -> int:
 def dashboard(args: argparse.Namespace) -> int:
     """Serve a live dashboard of a running service in the browser."""
     Dashboard = _dashboard_class()
-    with Dashboard(args.publish, args.control or None, host=args.host, port=args.port,
-                   token=args.token, curve=_curve(args)) as board:
-        print(f"dashboard: {board.url} (service at {args.publish}); Ctrl-C to stop", flush=True)
-        try:
-            signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop cleanly on SIGTERM too
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop cleanly on SIGTERM too
+    try:
+        with Dashboard(args.publish, args.control or None, host=args.host, port=args.port,
+                       token=args.token, curve=_curve(args)) as board:
+            print(f"dashboard: {board.url} (service at {args.publish}); Ctrl-C to stop", flush=True)
             while True:
                 time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
+    except KeyboardInterrupt:
+        pass
     return 0
 
 

@@ -25,7 +25,6 @@ import pytest
 import zmq
 
 from conftest import running_service, seed_stream
-from streammlp import protocol
 from streammlp import cli
 from streammlp.cli import main
 from streammlp.client import Control, Producer
@@ -359,126 +358,79 @@ def test_the_page_asks_for_the_token(services, browser):
         wait_for("the samples", lambda: shown_number(browser, "samples") is not None)
 
 
-# -- a keyed service, drift and a race, from a stand-in ---------------------------------------
-
-class StubKeyedService:
-    """A stand-in for ``streammlp serve --keyed``, as issue 16 describes it: per-model topics
-    ``model/<KEY>/weights|metrics``, totals on ``metrics`` (with ``models`` and a race), and the
-    control ops ``models`` (offset, limit, sort, descending), ``snapshot``/``stats`` per model."""
-
-    def __init__(self, models: dict[str, tuple[int, float]]) -> None:
-        self.models = models  # key -> (samples, rolling accuracy)
-        self.context = zmq.Context()
-        self.publisher = self.context.socket(zmq.PUB)
-        self.publish = f"tcp://127.0.0.1:{self.publisher.bind_to_random_port('tcp://127.0.0.1')}"
-        self.control_socket = self.context.socket(zmq.ROUTER)
-        self.control = f"tcp://127.0.0.1:{self.control_socket.bind_to_random_port('tcp://127.0.0.1')}"
-        self.events: list[dict] = []  # published once each, by the stub's thread
-        self.requests: list[dict] = []
-        self.W = [np.linspace(-1, 1, 12).reshape(3, 4), np.linspace(-1, 1, 4).reshape(4, 1)]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
-        self.publisher.close(linger=0)
-        self.control_socket.close(linger=0)
-        self.context.term()
-
-    def row(self, key: str) -> dict:
-        samples, accuracy = self.models[key]
-        return {"model": key, "version": samples, "samples": samples, "rolling_accuracy": accuracy,
-                "rolling_loss": 1 - accuracy}
-
-    def weights(self, key: str) -> dict:
-        samples = self.models[key][0]
-        return {"v": 1, "version": samples, "ts": time.time(), "run": "stub", "model": key,
-                "layers": [{"W": protocol.encode_array(W * (1 + samples % 7)),
-                            "b": protocol.encode_array(np.zeros(W.shape[1]))} for W in self.W],
-                "activation": "logistic", "output": "logistic"}
-
-    def totals(self) -> dict:
-        race = {"leader": 1, "by": "ew_loss", "window": 1000, "samples": 5000,
-                "members": [{"member": k, "layers": [3, 8 * (k + 1), 1], "lr": 0.1 * (k + 1),
-                             "ew_loss": 0.3 - 0.1 * k, "ew_accuracy": 0.6 + 0.2 * k,
-                             "loss": 0.4, "accuracy": 0.7} for k in range(2)]}
-        return metrics(sum(s for s, _ in self.models.values()), run="stub",
-                       models=len(self.models), race=race)
-
-    def _answer(self, request: dict) -> dict:
-        op, key = request.get("op"), request.get("model")
-        if op == "models":
-            field = {"samples": "samples", "accuracy": "rolling_accuracy"}[request["sort"]]
-            rows = sorted((self.row(k) for k in self.models), key=lambda r: r[field],
-                          reverse=request["descending"])
-            offset, limit = request["offset"], request["limit"]
-            return {"ok": True, "models": rows[offset:offset + limit], "total": len(rows)}
-        if key is None:
-            if op == "snapshot":
-                return {"ok": False, "error": "a keyed service has no weights of its own: give 'model'"}
-            return {"ok": True, **self.totals()}
-        if op == "snapshot":
-            return {"ok": True, **self.weights(key)}
-        return {"ok": True, **metrics(self.models[key][0], run="stub", model=key)}
-
-    def _run(self) -> None:
-        published = 0.0
-        while not self._stop.is_set():
-            if self.control_socket.poll(20):
-                *envelope, body = self.control_socket.recv_multipart()
-                request = msgpack.unpackb(body)
-                self.requests.append(request)
-                self.control_socket.send_multipart([*envelope, msgpack.packb(self._answer(request))])
-            if time.monotonic() - published > 0.1:
-                published = time.monotonic()
-                self.publisher.send_multipart([b"metrics", msgpack.packb(self.totals())])
-                for key, (samples, _) in self.models.items():
-                    self.publisher.send_multipart([f"model/{key}/metrics".encode(), msgpack.packb(
-                        metrics(samples, run="stub", model=key))])
-                    self.publisher.send_multipart([f"model/{key}/weights".encode(),
-                                                   msgpack.packb(self.weights(key))])
-                while self.events:
-                    self.publisher.send_multipart([b"events", msgpack.packb(self.events.pop(0))])
-
+# -- a keyed service; drift and a race from a stand-in --------------------------------------------
 
 def rows_shown(driver) -> list[str]:
     return driver.execute_script(
         "return [...document.querySelectorAll('#models tbody tr')].map(tr => tr.dataset.model)")
 
 
+SAMPLES_PER_KEY = {"alpha-1": 900, "beta-2": 300, "beta-3": 60, "gamma-4": 150}
+
+
 def test_the_model_picker_of_a_keyed_service(browser):
-    models = {"alpha-1": (5000, 0.9), "beta-2": (1200, 0.6), "beta-3": (80, 0.95),
-              "gamma-4": (300, 0.4)}
-    stub = StubKeyedService(models)
-    try:
-        with Dashboard(stub.publish, stub.control, port=0) as d:
+    with running_service("--layers", "3,4,1", "--lr", "1", "--keyed", "--publish-every-ms", "100") as s:
+        with Producer(s.ingest) as producer:
+            for i, (key, n) in enumerate(SAMPLES_PER_KEY.items()):
+                X, y = seed_stream(n, seed=i)
+                producer.send(X, y if i % 2 else 1 - y, model=key)  # some keys learn the opposite
+        with Control(s.control, timeout=10) as control:
+            wait_for("every sample trained", lambda: control.ping() == sum(SAMPLES_PER_KEY.values()))
+            ew = {key: control.stats(key)["ew_accuracy"] for key in SAMPLES_PER_KEY}
+        with Dashboard(s.publish, s.control, port=0) as d:
             browser.get(d.url)
             wait_for("the picker", lambda: not browser.find_element("id", "picker").get_attribute("hidden"))
-            by_samples = sorted(models, key=lambda k: -models[k][0])
+            by_samples = sorted(SAMPLES_PER_KEY, key=lambda k: -SAMPLES_PER_KEY[k])
             wait_for("most active first", lambda: rows_shown(browser) == by_samples)
             browser.find_element("css selector", "button[data-order=worst]").click()
-            wait_for("worst first", lambda: rows_shown(browser) == sorted(models, key=lambda k: models[k][1]))
+            wait_for("worst first", lambda: rows_shown(browser) == sorted(ew, key=ew.get))
             browser.find_element("css selector", "button[data-order=best]").click()
-            wait_for("best first", lambda: rows_shown(browser) == sorted(models, key=lambda k: -models[k][1]))
-            browser.find_element("id", "search").send_keys("BETA")
-            wait_for("the matches, best first", lambda: rows_shown(browser) == ["beta-3", "beta-2"])
-            # the service totals, with the race
-            assert shown_number(browser, "samples") == sum(s for s, _ in models.values())
-            wait_for("the race", lambda: not browser.find_element("id", "race").get_attribute("hidden"))
-            leader = browser.execute_script(
-                "return [...document.querySelectorAll('#race-members tr.leader td')].map(td => td.textContent)")
-            assert leader[:3] == ["1", "3-16-1", "0.2"]
-            # one model: its own figures, weights and drift
+            best = sorted(ew, key=lambda k: -ew[k])
+            wait_for("best first", lambda: rows_shown(browser) == best)
+            browser.find_element("id", "search").send_keys("beta")
+            wait_for("the matches, best first",
+                     lambda: rows_shown(browser) == [k for k in best if "beta" in k])
+            assert shown_number(browser, "samples") == sum(SAMPLES_PER_KEY.values())  # the totals
             browser.find_element("css selector", "#models tr[data-model='beta-2']").click()
             wait_for("beta-2 on show", lambda: shown(browser, "viewing") == "model beta-2")
-            wait_for("beta-2's samples", lambda: shown_number(browser, "samples") == 1200)
-            wait_for("beta-2's weights", lambda: shown(browser, "weights-version", "dataset.value") == "1200")
+            wait_for("beta-2's samples", lambda: shown_number(browser, "samples") == 300)
+            wait_for("beta-2's weights", lambda: shown(browser, "weights-version", "dataset.value") == "300")
             assert "model=beta-2" in browser.current_url
-            stub.events.append({"v": 1, "ts": time.time(), "kind": "drift", "version": 1100,
-                                "model": "beta-2"})
-            wait_for("a drift marker", lambda: browser.execute_script("return document.body.dataset.drifts") == "1")
-            assert {"op": "snapshot", "model": "beta-2"} in stub.requests
+            assert shown(browser, "accuracy-label") == "accuracy (exp. weighted)"
+            assert shown(browser, "accuracy") == f"{100 * ew['beta-2']:.1f} %"
+
+
+def test_race_members_and_drift_markers(browser):
+    """From a publisher standing in for a service with --race and a drift detector."""
+    race = {"leader": 1, "by": "loss", "window": 1000, "samples": 5000,
+            "members": [{"member": k, "layers": [3, 8 * (k + 1), 1], "lr": 0.1 * (k + 1),
+                         "ew_loss": 0.3 - 0.1 * k, "ew_accuracy": 0.6 + 0.2 * k, "loss": 0.4,
+                         "accuracy": 0.7} for k in range(2)]}
+    context = zmq.Context()
+    publisher = context.socket(zmq.PUB)
+    endpoint = f"tcp://127.0.0.1:{publisher.bind_to_random_port('tcp://127.0.0.1')}"
+    stop = threading.Event()
+
+    def publish():
+        while not stop.wait(0.1):
+            publisher.send_multipart([b"metrics", msgpack.packb(metrics(5000, race=race))])
+            publisher.send_multipart([b"events", msgpack.packb(
+                {"v": 1, "ts": time.time(), "kind": "drift", "version": 4000})])
+
+    thread = threading.Thread(target=publish)
+    thread.start()
+    try:
+        with Dashboard(endpoint, None, port=0) as d:
+            browser.get(d.url)
+            wait_for("the race", lambda: not browser.find_element("id", "race").get_attribute("hidden"))
+            leader = browser.execute_script("return [...document.querySelectorAll("
+                                            "'#race-members tr.leader td')].map(td => td.textContent)")
+            assert leader == ["1", "3-16-1", "0.2", "80.0 %", "0.2000", "70.0 %", "0.4000"]
+            assert "leader: member 1, by loss" in shown(browser, "race-leader")
+            wait_for("drift markers", lambda: int(browser.execute_script(
+                "return document.body.dataset.drifts || 0")) > 0)
     finally:
-        stub.close()
+        stop.set()
+        thread.join(WAIT)
+        publisher.close(linger=0)
+        context.term()

@@ -16,7 +16,6 @@ caller's thread, each on a ``Control`` of its own.
 from __future__ import annotations
 
 import queue
-import re
 import threading
 import time
 
@@ -31,20 +30,9 @@ POLL_MS = 200  # how often the subscriber thread looks up from its sockets
 RETRY_S = 1.0  # pause between attempts to reach a service that is gone
 PING_TIMEOUT = 0.5  # seconds the control endpoint has to answer before the service counts as gone
 MAX_WATCHED = 16  # models of a keyed service watched at once (a board and a subscription each)
-MODEL_KEY = re.compile(r"[A-Za-z0-9._-]{1,128}")
-# The model picker's orders: the `models` op's sort field and direction.
-ORDERS = {"active": ("samples", True), "worst": ("accuracy", False), "best": ("accuracy", True)}
+# The model picker's orders, as the `models` op sorts ("-" first: descending).
+ORDERS = {"active": "-samples", "worst": "ew_accuracy", "best": "-ew_accuracy"}
 MAX_LIST = 100  # models per page of the picker
-SEARCH_PAGE = 1000  # models per `models` request while searching by key
-SEARCH_SCAN = 20_000  # models looked through at most for one search
-
-
-def check_model_key(key: str) -> str:
-    """``key`` if it is a valid model key, else ``ValueError``."""
-    if not isinstance(key, str) or not MODEL_KEY.fullmatch(key):
-        raise ValueError(f"model key {key!r} is not 1-128 characters of A-Z a-z 0-9 . _ -; "
-                         "pick one from the list")
-    return key
 
 
 class Bridge:
@@ -86,7 +74,7 @@ class Bridge:
 
     def watch(self, key: str) -> Board:
         """The board of model ``key``, subscribed to until as many ``unwatch`` calls."""
-        check_model_key(key)
+        protocol.check_key(key)
         with self._lock:
             if key not in self._boards:
                 if len(self._boards) >= MAX_WATCHED:
@@ -109,40 +97,26 @@ class Bridge:
         if board is None or self.control is None:
             return
         with Control(self.control, context=self._context, curve=self.curve, retries=1) as control:
-            snapshot = control.request("snapshot", model=key)
-            stats = control.request("stats", model=key)
-        board.weights(snapshot["version"], protocol.decode_weights(snapshot).weights,
-                      snapshot.get("member"), snapshot.get("run"))
+            snapshot, stats = control.snapshot(key), control.stats(key)
+        board.weights(snapshot.version, snapshot.weights, snapshot.member,
+                      getattr(snapshot, "run", None))
         if board.samples < 0:  # nothing published yet: an older figure would look like a restart
             board.metrics(stats)
 
     def models(self, order: str = "active", search: str = "", offset: int = 0,
                limit: int = 20) -> dict:
-        """A page of the keyed service's models in ``order`` (see ``ORDERS``), or those whose
-        key contains ``search`` (any case), from the ``models`` control op."""
+        """A page of the keyed service's models in ``order`` (see ``ORDERS``), only those whose
+        key contains ``search`` if given: ``{"models": [figures...], "total", "offset"}``."""
         if order not in ORDERS:
             raise ValueError(f"order {order!r} is not one of {', '.join(ORDERS)}")
         if not 1 <= limit <= MAX_LIST:
             raise ValueError(f"limit {limit} is not in 1..{MAX_LIST}; page with offset")
         if self.control is None:
             raise ValueError("no control endpoint: start the dashboard with --control ENDPOINT")
-        field, descending = ORDERS[order]
         with Control(self.control, context=self._context, curve=self.curve, retries=1) as control:
-            if not search:
-                reply = control.request("models", offset=offset, limit=limit, sort=field,
-                                        descending=descending)
-                return {"models": _rows(reply["models"]), "total": reply["total"], "scanned": None}
-            needle, found, scanned, total = search.lower(), [], 0, None
-            while scanned < SEARCH_SCAN and (total is None or scanned < total):
-                reply = control.request("models", offset=scanned, limit=SEARCH_PAGE, sort=field,
-                                        descending=descending)
-                total = reply["total"]
-                if not reply["models"]:
-                    break
-                scanned += len(reply["models"])
-                found += [m for m in reply["models"] if needle in m["model"].lower()]
-            return {"models": _rows(found[offset:offset + limit]), "total": len(found),
-                    "scanned": scanned}
+            page = control.models(offset, limit, ORDERS[order], search or None)
+        return {**page, "models": [{k: json_number(v) if isinstance(v, float) else v
+                                    for k, v in m.items()} for m in page["models"]]}
 
     # -- the subscriber thread ----------------------------------------------------------------------
 
@@ -206,27 +180,24 @@ class Bridge:
                         return
 
     def _take(self, topic: str, message) -> bool:
-        """Put one message on its board; True when it shows the service restarted."""
+        """Put one message on its board; True when it shows the service restarted. A keyed
+        service's models' messages come as ``weights`` and ``metrics`` too, naming the model."""
         if topic == "weights":
-            self.service.weights(message.version, message.weights, message.member,
-                                 getattr(message, "run", None))
+            board = self._boards.get(message.model) if message.model else self.service
+            if board is not None:
+                board.weights(message.version, message.weights, message.member,
+                              getattr(message, "run", None))
         elif topic == "metrics":
-            self.keyed = "models" in message
-            return self.service.metrics(message)
+            if message.get("model") is None:  # the service's own, or a keyed service's totals
+                self.keyed = "models" in message
+                return self.service.metrics(message)
+            board = self._boards.get(message["model"])
+            if board is not None:
+                board.metrics(message)
         elif topic == "events":
             board = self._boards.get(message.get("model")) if message.get("model") else self.service
             if board is not None:
                 board.event(message)
-        elif topic.startswith("model/"):
-            _, key, kind = topic.rsplit("/", 2) if topic.count("/") == 2 else (None, None, None)
-            board = self._boards.get(key)
-            if board is None:
-                return False
-            if kind == "weights":
-                w = protocol.decode_weights(message)
-                board.weights(w.version, w.weights, w.member, message.get("run"))
-            elif kind == "metrics":
-                board.metrics(message)
         return False
 
     def _resubscribe(self, models: Subscriber) -> None:
@@ -245,11 +216,6 @@ class Bridge:
         self.status = {"state": state, "since": time.time(), "detail": detail}
 
 
-def _rows(models: list[dict]) -> list[dict]:
-    """The ``models`` op's rows with JSON-safe numbers (NaN before a model's first sample)."""
-    return [{k: json_number(v) if isinstance(v, float) else v for k, v in m.items()} for m in models]
-
-
 def _prefix(key: str) -> bytes:
     """The topic prefix of one model's messages (the slash keeps ``a`` from matching ``ab``)."""
-    return f"model/{key}/".encode()
+    return protocol.model_topic(key, b"")

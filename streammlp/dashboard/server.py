@@ -28,7 +28,7 @@ from aiohttp import web
 
 from ..client import ServiceError
 from .board import COLUMNS, Seen
-from .bridge import ORDERS, Bridge, check_model_key
+from .bridge import ORDERS, Bridge
 
 PUSH_INTERVAL = 0.25  # seconds between two updates to one page
 KEEPALIVE = 5.0  # seconds after which a page gets the status even if nothing changed
@@ -171,7 +171,7 @@ class Dashboard:
         self._refuse(request)
         key = request.query.get("model", "")
         try:
-            board = self.bridge.watch(check_model_key(key)) if key else self.bridge.service
+            board = self.bridge.watch(key) if key else self.bridge.service
         except ValueError as e:
             raise web.HTTPBadRequest(text=json.dumps({"error": str(e)}),
                                      content_type="application/json")

@@ -113,8 +113,11 @@ function showFigures(f) {
   $("samples").textContent = count(f.samples);
   $("samples").dataset.value = f.samples ?? "";
   $("rate").textContent = count(f.samples_per_s);
-  $("accuracy").textContent = percent(f.rolling_accuracy);
-  $("loss").textContent = decimal(f.rolling_loss);
+  const rolling = f.rolling_accuracy != null;  // a keyed service's models have exp. weighted ones
+  $("accuracy-label").textContent = rolling ? "accuracy (rolling)" : "accuracy (exp. weighted)";
+  $("loss-label").textContent = rolling ? "loss (rolling)" : "loss (exp. weighted)";
+  $("accuracy").textContent = percent(rolling ? f.rolling_accuracy : f.ew_accuracy);
+  $("loss").textContent = decimal(rolling ? f.rolling_loss : f.ew_loss);
   $("rejected-total").textContent = count(f.rejected_total ?? f.rejected);
   $("run").textContent = f.run ? String(f.run).slice(0, 8) : "–";
   if (f.models != null) $("models-total").textContent = `${count(f.models)} in the service`;
@@ -315,10 +318,10 @@ async function loadModels() {
   }
   $("models").tBodies[0].innerHTML = page.models.map((m) =>
     `<tr data-model="${esc(m.model)}" class="${m.model === state.model ? "selected" : ""}">` +
-    `<td>${esc(m.model)}</td><td>${count(m.samples)}</td><td>${percent(m.rolling_accuracy)}</td>` +
-    `<td>${decimal(m.rolling_loss)}</td></tr>`).join("");
-  $("models-note").textContent = page.scanned != null
-    ? `${page.total} matching among the first ${count(page.scanned)} models` : `${page.models.length} of ${count(page.total)}`;
+    `<td>${esc(m.model)}</td><td>${count(m.samples)}</td><td>${percent(m.accuracy)}</td>` +
+    `<td>${percent(m.ew_accuracy)}</td><td>${decimal(m.ew_loss)}</td></tr>`).join("");
+  $("models-note").textContent = `${page.models.length} of ${count(page.total)}` +
+    ($("search").value.trim() ? " matching" : "");
 }
 
 function selectModel(key) {

@@ -146,6 +146,29 @@ def test_the_model_list_checks_what_it_is_asked_before_asking_the_service():
         alone.close()
 
 
+def test_a_models_drift_goes_on_its_board_and_its_rejections_on_the_services_too():
+    bridge = Bridge("tcp://127.0.0.1:1", None)  # not started: messages are handed in below
+    try:
+        model = bridge.watch("m.1")
+        bridge._take("metrics", metrics(500, models=2))
+        bridge._take("metrics", metrics(200, model="m.1"))
+        bridge._take("events", {"v": 1, "kind": "drift", "version": 150, "model": "m.1"})
+        bridge._take("events", {"v": 1, "kind": "drift", "version": 100, "model": "other"})
+        bridge._take("events", {"v": 1, "kind": "rejected", "reason": "shape", "model": "m.1"})
+        service, _ = bridge.service.update(Seen())
+        mine, _ = model.update(Seen())
+        assert bridge.keyed and service["figures"]["samples"] == 500
+        assert mine["figures"]["samples"] == 200
+        assert service["markers"] == [] and [m["x"] for m in mine["markers"]] == [150]
+        assert [r["reason"] for r in service["figures"]["rejections"]] == ["shape"]
+        assert [r["reason"] for r in mine["figures"]["rejections"]] == ["shape"]
+        bridge.unwatch("m.1")
+        with pytest.raises(ValueError, match="A-Z a-z 0-9"):
+            bridge.watch("m/1")
+    finally:
+        bridge.close()
+
+
 def _get(url: str) -> tuple[int, dict]:
     try:
         with urllib.request.urlopen(url, timeout=10) as reply:

@@ -194,10 +194,12 @@ class Bridge:
             board = self._boards.get(message["model"])
             if board is not None:
                 board.metrics(message)
-        elif topic == "events":
-            board = self._boards.get(message.get("model")) if message.get("model") else self.service
-            if board is not None:
-                board.event(message)
+        elif topic == "events":  # a model's drift on its board; rejections on the service's too
+            key = message.get("model")
+            if key is None or message.get("kind") != "drift":
+                self.service.event(message)
+            if key in self._boards:
+                self._boards[key].event(message)
         return False
 
     def _resubscribe(self, models: Subscriber) -> None:

@@ -11,14 +11,14 @@ Every ``--every`` seconds it prints:
   ``JSHeapUsedSize``), before and after a forced garbage collection
   (``HeapProfiler.collectGarbage``), and its DOM nodes and event listeners;
 - whether the page keeps up: the samples it shows against the service's
-  ``stats`` read at the same moment (the lag in samples, and in seconds at
-  the feed rate), and the updates it took since the last line;
+  ``stats`` read right after (the lag, in seconds at the feed rate, an upper
+  bound), and the updates it took since the last line;
 - the resident memory of this process (the dashboard's server and subscriber).
 
 At the end: each figure's median over the second half of the lines against its
 median over the first half, from one minute on (once the page is warm): a leak
-shows as a ratio above 1 that grows with ``--minutes``. Run from the repository root (10 minutes; ``--minutes 1``
-for a quick look)::
+shows as a ratio above 1 that grows with ``--minutes``. Run from the
+repository root (10 minutes; ``--minutes 1`` for a quick look)::
 
     python bench/dashboard.py
     python bench/dashboard.py --minutes 1 --every 10
@@ -42,7 +42,8 @@ from selenium.webdriver.chrome.service import Service
 
 # Run as a script, this file's folder comes first on sys.path, and bench/service.py would hide
 # the ``service`` package: take the folder off.
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
 
 from service.process import ServiceProcess  # noqa: E402
 from streammlp import signals  # noqa: E402
@@ -81,7 +82,8 @@ def rss_mib() -> float:
 def tab(driver) -> dict:
     """The tab's heap (MiB), nodes and listeners, as Chromium counts them."""
     m = {x["name"]: x["value"] for x in driver.execute_cdp_cmd("Performance.getMetrics", {})["metrics"]}
-    return {"heap": m["JSHeapUsedSize"] / 2**20, "nodes": m["Nodes"], "listeners": m["JSEventListeners"]}
+    return {"heap": m["JSHeapUsedSize"] / 2**20, "nodes": m["Nodes"],
+            "listeners": m["JSEventListeners"]}
 
 
 def ratio(later: list[dict], earlier: list[dict], key: str) -> str:
@@ -104,7 +106,8 @@ def main() -> None:
     for flag in (*FLAGS, f"--user-data-dir={profile.name}"):
         options.add_argument(flag)
     stop = threading.Event()
-    with ServiceProcess(*SERVE) as service, Dashboard(service.publish, service.control, port=0) as board, \
+    with ServiceProcess(*SERVE) as service, \
+            Dashboard(service.publish, service.control, port=0) as board, \
             Control(service.control, timeout=10) as control:
         driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
         feeder = threading.Thread(target=feed, args=(service.ingest, args.rate, args.drift_every, stop))

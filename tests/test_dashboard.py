@@ -264,6 +264,10 @@ def shown(driver, element_id: str, attribute: str = "textContent") -> str:
     return driver.execute_script(f"return document.getElementById({element_id!r}).{attribute}")
 
 
+def visible(driver, element_id: str) -> bool:
+    return not driver.find_element("id", element_id).get_attribute("hidden")
+
+
 def shown_number(driver, element_id: str) -> int | None:
     """The integer the page shows in ``element_id`` ("12,345" -> 12345), None for none."""
     digits = shown(driver, element_id).replace(",", "")
@@ -324,7 +328,8 @@ def test_the_page_shows_the_samples_the_service_counts(services, page):
     feeder.start()
     try:
         # while samples stream, the count shown climbs (not all at once at the end)
-        wait_for("a count between 0 and 20,000", lambda: 0 < (shown_number(page, "samples") or 0) < 20_000)
+        wait_for("a count between 0 and 20,000",
+                 lambda: 0 < (shown_number(page, "samples") or 0) < 20_000)
     finally:
         feeder.join(WAIT)
     with Control(services.current.control, timeout=10) as control:
@@ -338,7 +343,8 @@ def test_the_weights_heatmap_version_advances(services, page):
     before = wait_for("a weights version", lambda: shown(page, "weights-version", "dataset.value"))
     stream(services.current, 3_000, seed=2)
     with Control(services.current.control, timeout=10) as control:
-        version = wait_for("the service's version to move", lambda: (v := control.ping()) > int(before) and v)
+        version = wait_for("the service's version to move",
+                           lambda: (v := control.ping()) > int(before) and v)
     wait_for(f"version {version} on the heatmap",
              lambda: int(shown(page, "weights-version", "dataset.value") or -1) >= version)
     # one canvas per layer (3-4-1: two), painted with as many cells as the layer has weights
@@ -368,16 +374,17 @@ def test_the_page_shows_the_service_gone_and_back_after_a_restart(services, page
 def test_the_page_asks_for_the_token(services, browser):
     with Dashboard(services.current.publish, services.current.control, port=0, token="s3cret") as d:
         browser.get(d.url)
-        wait_for("the token form", lambda: not browser.find_element("id", "token-form").get_attribute("hidden"))
+        wait_for("the token form", lambda: visible(browser, "token-form"))
         assert shown(browser, "status", "dataset.state") == "connecting"
         assert shown(browser, "samples") == "–"  # nothing shown without the token
         browser.find_element("id", "token").send_keys("wrong\n")
-        wait_for("the page says the token is wrong", lambda: shown(browser, "token-error") == "wrong token")
+        wait_for("the page says the token is wrong",
+                 lambda: shown(browser, "token-error") == "wrong token")
         token = browser.find_element("id", "token")
         token.clear()
         token.send_keys("s3cret\n")
         wait_for("the page says live", lambda: shown(browser, "status", "dataset.state") == "live")
-        assert browser.find_element("id", "token-form").get_attribute("hidden")
+        assert not visible(browser, "token-form")
         wait_for("the samples", lambda: shown_number(browser, "samples") is not None)
 
 
@@ -402,7 +409,7 @@ def test_the_model_picker_of_a_keyed_service(browser):
             ew = {key: control.stats(key)["ew_accuracy"] for key in SAMPLES_PER_KEY}
         with Dashboard(s.publish, s.control, port=0) as d:
             browser.get(d.url)
-            wait_for("the picker", lambda: not browser.find_element("id", "picker").get_attribute("hidden"))
+            wait_for("the picker", lambda: visible(browser, "picker"))
             by_samples = sorted(SAMPLES_PER_KEY, key=lambda k: -SAMPLES_PER_KEY[k])
             wait_for("most active first", lambda: rows_shown(browser) == by_samples)
             browser.find_element("css selector", "button[data-order=worst]").click()
@@ -417,7 +424,8 @@ def test_the_model_picker_of_a_keyed_service(browser):
             browser.find_element("css selector", "#models tr[data-model='beta-2']").click()
             wait_for("beta-2 on show", lambda: shown(browser, "viewing") == "model beta-2")
             wait_for("beta-2's samples", lambda: shown_number(browser, "samples") == 300)
-            wait_for("beta-2's weights", lambda: shown(browser, "weights-version", "dataset.value") == "300")
+            wait_for("beta-2's weights",
+                     lambda: shown(browser, "weights-version", "dataset.value") == "300")
             assert "model=beta-2" in browser.current_url
             assert shown(browser, "accuracy-label") == "accuracy (exp. weighted)"
             assert shown(browser, "accuracy") == f"{100 * ew['beta-2']:.1f} %"
@@ -445,7 +453,7 @@ def test_race_members_and_drift_markers(browser):
     try:
         with Dashboard(endpoint, None, port=0) as d:
             browser.get(d.url)
-            wait_for("the race", lambda: not browser.find_element("id", "race").get_attribute("hidden"))
+            wait_for("the race", lambda: visible(browser, "race"))
             leader = browser.execute_script("return [...document.querySelectorAll("
                                             "'#race-members tr.leader td')].map(td => td.textContent)")
             assert leader == ["1", "3-16-1", "0.2", "80.0 %", "0.2000", "70.0 %", "0.4000"]

@@ -155,6 +155,7 @@ class Fleet(_Keys):
         self.correct_totals = np.zeros(0, dtype=np.int64)
         self.ew_loss, self.ew_accuracy = np.zeros(0), np.zeros(0)
         w = self._work
+        self._shapes = tuple(W.shape for W in w.weights)
         self._fleet = kernels.fleet_learner(ACTIVATIONS[w.activation], OUTPUTS[w.output],
                                             LOSSES[w.loss], w.scale is not None, w.dtype)
 
@@ -181,14 +182,27 @@ class Fleet(_Keys):
         self.ew_loss[s] = self.ew_accuracy[s] = np.nan
 
     def learn_checked(self, X: np.ndarray, Y: np.ndarray, slots: np.ndarray) -> Prequential:
-        """:meth:`learn` for checked arrays and the rows' slots (int64, one per row)."""
+        """:meth:`learn` for checked arrays and the rows' slots (int64, one per row).
+
+        The rows are trained model by model: grouped by a stable sort, so each
+        model's rows keep their order, and a model is fetched into cache once
+        per call rather than once per row. Models are independent, so every
+        model ends as if the rows had been taken as they came; the per-row
+        figures are returned in the rows' own order.
+        """
         n, w = len(X), self._work
+        order = np.argsort(slots, kind="stable")
+        grouped = slice(None) if (order[1:] > order[:-1]).all() else order  # already in order?
         sample_loss = np.empty(n)
         predicted, actual = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
-        sse = self._fleet(self.params, self.scalers, slots, w.params, w._Ws, w._bs, w._scaler,
-                          w.bias, w.params.dtype.type(w.lr), X, Y, w._s_pre, w._s_post, w._delta,
-                          sample_loss, predicted, actual, self.samples, self.loss_totals,
-                          self.correct_totals, self.ew_loss, self.ew_accuracy, 1.0 / self.window)
+        sse = self._fleet(self.params, self.scalers, self._shapes, slots[grouped], w.bias,
+                          w.params.dtype.type(w.lr), X[grouped], Y[grouped], w._s_pre,
+                          w._s_post, w._delta, sample_loss, predicted, actual, self.samples,
+                          self.loss_totals, self.correct_totals, self.ew_loss, self.ew_accuracy,
+                          1.0 / self.window)
+        if grouped is order:  # the figures back in the rows' order
+            sample_loss[order], predicted[order], actual[order] = (
+                sample_loss.copy(), predicted.copy(), actual.copy())
         return Prequential(n=n, sse=float(sse), loss=float(sample_loss.sum()),
                            correct=int(np.count_nonzero(predicted == actual)),
                            sample_loss=sample_loss, predicted=predicted, actual=actual)

@@ -40,6 +40,7 @@ import functools
 
 import numpy as np
 from numba import njit
+from numba.extending import overload
 
 # Numba flags, in one place. fastmath stays off: the kernels must agree with
 # the plain NumPy reference to 1e-12, and input-major rows vectorise anyway.
@@ -420,42 +421,62 @@ def ewma(values, mean, alpha):
     return mean
 
 
+def _layer_views(row, shapes):
+    """The layers of one model's parameter row: ``(Ws, bs)``, tuples of views (see below)."""
+
+
+@overload(_layer_views, inline="always")  # compiled into its caller, which is cached
+def _layer_views_overload(row, shapes):
+    """Compiled :func:`_layer_views` for the depth that ``shapes`` (a tuple of ``(n_l,
+    n_{l+1})`` pairs) has: a tuple's length is part of its type, so the code that builds
+    one is written out for that depth. The views have the types of ``MLP``'s own, so
+    :func:`_learn_rows` trains a fleet's model in place as it trains a network."""
+    depth = len(shapes)
+    lines = ["def views(row, shapes):", "    at = 0"]
+    for l in range(depth):
+        lines += [f"    n, m = shapes[{l}]",
+                  f"    W{l} = row[at:at + n * m].reshape((n, m))",
+                  f"    b{l} = row[at + n * m:at + n * m + m]",
+                  "    at += n * m + m"]
+    ws, bs = (", ".join(f"{name}{l}" for l in range(depth)) + "," for name in "Wb")
+    lines.append(f"    return ({ws}), ({bs})")
+    scope = {}
+    exec("\n".join(lines), scope)
+    return scope["views"]
+
+
 @functools.cache
 def fleet_learner(hidden: int, output: int, loss: int, scale: bool, dtype: str):
     """The ``fleet`` kernel: rows of many networks of one architecture, in one call.
 
     ``params`` (models, parameters) and ``scalers`` (models, 2, inputs) hold
-    every model; row ``n`` of ``X`` belongs to model ``slots[n]``. The rows are
-    taken in order, each trained by :func:`_learn_rows` on its own model,
-    exactly as that model would learn it alone: the model's parameters and
-    scaler are copied into ``work`` and ``work_scaler`` (``Ws``, ``bs`` are views
-    of ``work``), and back when the next row belongs to another model, so a
-    run of one model's rows is copied once. ``samples[s]`` counts model ``s``'s
-    rows (its scaler's too); ``loss_totals``, ``correct_totals``, ``ew_loss``
-    and ``ew_accuracy`` (weight ``alpha``, NaN before any row) are its
-    prequential figures. Per-row figures go to ``sample_loss``, ``predicted``
-    and ``actual``; returns the batch's ΣFE².
+    every model; ``shapes`` the layers' ``(n_l, n_{l+1})``. Row ``n`` of ``X``
+    belongs to model ``slots[n]``; each is trained by :func:`_learn_rows` on
+    its own model's views, in place, in order, exactly as that model would
+    learn it alone. A run of one model's rows shares its views.
+    ``samples[s]`` counts model ``s``'s rows (its scaler's too);
+    ``loss_totals``, ``correct_totals``, ``ew_loss`` and ``ew_accuracy``
+    (weight ``alpha``, NaN before any row) are its prequential figures.
+    Per-row figures go to ``sample_loss``, ``predicted`` and ``actual``;
+    returns the batch's ΣFE².
     """
     real = np.dtype(dtype).type
 
     @njit(**JIT)
-    def fleet(params, scalers, slots, work, Ws, bs, work_scaler, use_bias, lr, X, Y, s_pre,
-              s_post, delta, sample_loss, predicted, actual, samples, loss_totals,
-              correct_totals, ew_loss, ew_accuracy, alpha):
+    def fleet(params, scalers, shapes, slots, use_bias, lr, X, Y, s_pre, s_post, delta,
+              sample_loss, predicted, actual, samples, loss_totals, correct_totals, ew_loss,
+              ew_accuracy, alpha):
         one = real(1.0)
         sse_total = 0.0
         current = -1
+        Ws, bs = _layer_views(params[0], shapes)
         for n in range(X.shape[0]):
             s = slots[n]
             if s != current:
-                if current >= 0:
-                    params[current, :] = work
-                    scalers[current] = work_scaler
-                work[:] = params[s]
-                work_scaler[...] = scalers[s]
+                Ws, bs = _layer_views(params[s], shapes)
                 current = s
             sse_total += _learn_rows(hidden, output, loss, scale, False, Ws, bs, use_bias, lr,
-                                     X[n:n + 1], Y[n:n + 1], work_scaler, samples[s], s_pre,
+                                     X[n:n + 1], Y[n:n + 1], scalers[s], samples[s], s_pre,
                                      s_post, delta, sample_loss[n:n + 1], sample_loss[n:n + 1],
                                      predicted[n:n + 1], actual[n:n + 1], one)
             samples[s] += 1
@@ -468,9 +489,6 @@ def fleet_learner(hidden: int, output: int, loss: int, scale: bool, dtype: str):
             else:
                 ew_loss[s] += alpha * (value - ew_loss[s])
                 ew_accuracy[s] += alpha * (hit - ew_accuracy[s])
-        if current >= 0:
-            params[current, :] = work
-            scalers[current] = work_scaler
         return sse_total
 
     return fleet

@@ -451,44 +451,66 @@ def fleet_learner(hidden: int, output: int, loss: int, scale: bool, dtype: str):
 
     ``params`` (models, parameters) and ``scalers`` (models, 2, inputs) hold
     every model; ``shapes`` the layers' ``(n_l, n_{l+1})``. Row ``n`` of ``X``
-    belongs to model ``slots[n]``; each is trained by :func:`_learn_rows` on
-    its own model's views, in place, in order, exactly as that model would
-    learn it alone. A run of one model's rows shares its views.
-    ``samples[s]`` counts model ``s``'s rows (its scaler's too);
-    ``loss_totals``, ``correct_totals``, ``ew_loss`` and ``ew_accuracy``
-    (weight ``alpha``, NaN before any row) are its prequential figures.
-    Per-row figures go to ``sample_loss``, ``predicted`` and ``actual``;
-    returns the batch's ΣFE².
+    belongs to model ``slots[n]``; each run of one model's rows is trained by
+    :func:`_learn_rows` on that model's views, in place, in order, exactly as
+    the model would learn it alone. ``samples[s]`` counts model ``s``'s rows
+    (its scaler's too); ``loss_totals``, ``correct_totals``, ``ew_loss`` and
+    ``ew_accuracy`` (weight ``alpha``, NaN before any row) are its prequential
+    figures. Per-row figures go to ``sample_loss``, ``predicted`` and ``actual``.
+
+    A run that leaves one of its model's parameters non-finite is undone: the
+    model (parameters, scaler, figures) is restored from ``backup`` and
+    ``backup_scaler``, copies taken as the run starts (while the model is
+    fetched into cache anyway), and the run's rows are marked in ``undone``.
+    Returns the ΣFE² of the rows kept.
     """
     real = np.dtype(dtype).type
 
     @njit(**JIT)
     def fleet(params, scalers, shapes, slots, use_bias, lr, X, Y, s_pre, s_post, delta,
               sample_loss, predicted, actual, samples, loss_totals, correct_totals, ew_loss,
-              ew_accuracy, alpha):
+              ew_accuracy, alpha, backup, backup_scaler, undone):
         one = real(1.0)
-        sse_total = 0.0
-        current = -1
-        Ws, bs = _layer_views(params[0], shapes)
-        for n in range(X.shape[0]):
-            s = slots[n]
-            if s != current:
-                Ws, bs = _layer_views(params[s], shapes)
-                current = s
-            sse_total += _learn_rows(hidden, output, loss, scale, False, Ws, bs, use_bias, lr,
-                                     X[n:n + 1], Y[n:n + 1], scalers[s], samples[s], s_pre,
-                                     s_post, delta, sample_loss[n:n + 1], sample_loss[n:n + 1],
-                                     predicted[n:n + 1], actual[n:n + 1], one)
-            samples[s] += 1
-            value = sample_loss[n]
-            hit = 1.0 if predicted[n] == actual[n] else 0.0
-            loss_totals[s] += value
-            correct_totals[s] += 1 if hit else 0
-            if ew_loss[s] != ew_loss[s]:  # NaN: the model's first row
-                ew_loss[s], ew_accuracy[s] = value, hit
+        sse_kept = 0.0
+        start = 0
+        while start < X.shape[0]:
+            s = slots[start]
+            end = start + 1
+            while end < X.shape[0] and slots[end] == s:
+                end += 1
+            row, scaler = params[s], scalers[s]
+            backup[:] = row
+            backup_scaler[...] = scaler
+            before = (samples[s], loss_totals[s], correct_totals[s], ew_loss[s], ew_accuracy[s])
+            Ws, bs = _layer_views(row, shapes)
+            sse = _learn_rows(hidden, output, loss, scale, False, Ws, bs, use_bias, lr,
+                              X[start:end], Y[start:end], scaler, samples[s], s_pre, s_post,
+                              delta, sample_loss[start:end], sample_loss[start:end],
+                              predicted[start:end], actual[start:end], one)
+            for n in range(start, end):
+                value = sample_loss[n]
+                hit = 1.0 if predicted[n] == actual[n] else 0.0
+                loss_totals[s] += value
+                correct_totals[s] += 1 if hit else 0
+                if ew_loss[s] != ew_loss[s]:  # NaN: the model's first row
+                    ew_loss[s], ew_accuracy[s] = value, hit
+                else:
+                    ew_loss[s] += alpha * (value - ew_loss[s])
+                    ew_accuracy[s] += alpha * (hit - ew_accuracy[s])
+            samples[s] += end - start
+            finite = True
+            for k in range(row.shape[0]):
+                if not np.isfinite(row[k]):
+                    finite = False
+                    break
+            if finite:
+                sse_kept += sse
             else:
-                ew_loss[s] += alpha * (value - ew_loss[s])
-                ew_accuracy[s] += alpha * (hit - ew_accuracy[s])
-        return sse_total
+                row[:] = backup
+                scaler[...] = backup_scaler
+                samples[s], loss_totals[s], correct_totals[s], ew_loss[s], ew_accuracy[s] = before
+            undone[start:end] = not finite
+            start = end
+        return sse_kept
 
     return fleet

@@ -296,3 +296,22 @@ def test_a_diverging_message_of_one_key_is_refused_alone(rng):
                       seed=model_seed(3, key))
             net.learn(X[rows], y[rows])
             assert_model_is(control, key, net)
+
+
+def test_acknowledged_ingest_is_exactly_once_per_key(tmp_path, rng):
+    from streammlp.client import ReliableProducer
+
+    X = rng.uniform(-1, 1, (60, 3))
+    y = (X[:, 0] >= 0).astype(float)
+    with running_service(*ARGS, "--checkpoint", str(tmp_path / "acked.npz"), "--ingest-acked",
+                         "tcp://127.0.0.1:*") as s, \
+            Control(s.control, timeout=RECV_TIMEOUT) as control:
+        with ReliableProducer(s.acked, "fleet-feeder", model="left") as producer:
+            for i in range(0, 60, 6):
+                producer.send(X[i:i + 3], y[i:i + 3])
+                producer.send(X[i + 3:i + 6], y[i + 3:i + 6], model="right")
+            producer.flush()  # every message durable: trained once, in order
+        assert control.ping() == 60
+        left = np.arange(60) % 6 < 3
+        assert_model_is(control, "left", alone("left", X[left], y[left]))
+        assert_model_is(control, "right", alone("right", X[~left], y[~left]))

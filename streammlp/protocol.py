@@ -15,6 +15,7 @@ Nothing here touches sockets; the README documents the frames for other language
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ WEIGHTS, METRICS, EVENTS = b"weights", b"metrics", b"events"
 MAX_MESSAGE_BYTES = 64 << 20  # ZMQ_MAXMSGSIZE on every socket that takes input
 MAX_ROWS = 1 << 20  # samples in one message
 ARRAY_DTYPES = ("<f4", "<f8", "<i4", "<i8")
+EXACT_INT = 1 << 53  # integers up to this magnitude are exact as float64
 _ARRAY_DTYPES = {name: np.dtype(name) for name in ARRAY_DTYPES}
 
 
@@ -79,12 +81,13 @@ def decode_array(name: str, obj) -> np.ndarray:
             raise ProtocolError("bad_array", f"{name}.dtype is {obj.get('dtype')!r}; expected one of "
                                 f"{ARRAY_DTYPES}")
         if (type(shape) is not list or not 1 <= len(shape) <= 2
-                or not all(type(s) is int and 0 <= s <= MAX_MESSAGE_BYTES for s in shape)):
-            raise ProtocolError("bad_array", f"{name}.shape is {shape!r}; expected [n] or [n, d]")
+                or not all(type(s) is int and s >= 0 for s in shape)):
+            raise ProtocolError("bad_array", f"{name}.shape is {shape!r}; expected [n] or [n, d] "
+                                "with non-negative integers")
         if type(data) is not bytes:
             raise ProtocolError("bad_array", f"{name}.data is {type(data).__name__}; expected bin")
-        raise ProtocolError("bad_array", f"{name}.data has {len(data)} bytes; shape {shape} of "
-                            f"{dtype.str} needs {math.prod(shape) * dtype.itemsize}")
+        raise ProtocolError("bad_array", f"{name}.data has {len(data):,} bytes; shape {shape} of "
+                            f"{dtype.str} needs {math.prod(shape) * dtype.itemsize:,}")
     if isinstance(obj, list):
         try:
             a = np.array(obj)
@@ -93,9 +96,32 @@ def decode_array(name: str, obj) -> np.ndarray:
         if a.dtype.kind not in "biuf" or a.ndim > 2:
             raise ProtocolError("bad_array", f"{name} must be a list of numbers or of rows of "
                                 f"numbers; got {a.dtype} with {a.ndim} dimensions")
+        # numpy turns true/false among numbers into 1/0, and a huge integer among floats into a
+        # rounded float: look at the items themselves.
+        types = set(map(type, _values(obj, a.ndim)))  # a tenth of the time np.array takes
+        if bool in types:
+            raise ProtocolError("dtype", f"{name} holds true/false; expected numbers "
+                                "(send booleans as 0 and 1)")
+        if int in types and a.dtype.kind == "f":
+            _check_exact(name, np.array([v for v in _values(obj, a.ndim) if type(v) is int],
+                                        dtype=object))
         return a
     raise ProtocolError("bad_array", f"{name} is {type(obj).__name__}; expected a list of rows "
                         "or a binary array map {dtype, shape, data}")
+
+
+def _values(obj: list, ndim: int):
+    """The items of a list of numbers or of rows of numbers, flat."""
+    return obj if ndim == 1 else itertools.chain.from_iterable(obj)
+
+
+def _check_exact(name: str, a: np.ndarray) -> None:
+    """``ProtocolError`` ("dtype") for integers a float64 cannot hold exactly (beyond ±2^53):
+    the value trained would not be the value sent (2^63-1 is often a sentinel, not a sample)."""
+    if a.dtype.kind in "iuO" and a.size and (a.max() > EXACT_INT or a.min() < -EXACT_INT):
+        bad = a.max() if a.max() > EXACT_INT else a.min()
+        raise ProtocolError("dtype", f"{name} holds the integer {bad}, beyond ±2^53, which a "
+                            "float cannot hold exactly; send floats, or values within ±2^53")
 
 
 # -- framing -------------------------------------------------------------------------------------
@@ -113,10 +139,22 @@ def unpack(frame: bytes) -> dict:
     try:
         body = msgpack.unpackb(frame, raw=False, strict_map_key=True)
     except (ValueError, TypeError, msgpack.UnpackException) as e:
-        raise ProtocolError("not_msgpack", f"frame is not one msgpack value: {e}") from None
+        raise ProtocolError("not_msgpack", f"frame is not one msgpack value: {_why(e)}") from None
     if not isinstance(body, dict):
         raise ProtocolError("bad_message", f"message is a {type(body).__name__}; expected a map")
     return body
+
+
+def _why(e: Exception) -> str:
+    """What msgpack found wrong, in words (its own messages are empty or name internal limits)."""
+    text = str(e)
+    if isinstance(e, msgpack.FormatError) or not text:
+        return "it holds a byte that starts no msgpack value (such as 0xc1)"
+    if isinstance(e, msgpack.ExtraData):
+        return "bytes follow the first value; send one value per frame"
+    if "incomplete input" in text or "exceeds max_" in text:
+        return "it ends inside a value (truncated, or a length larger than the frame)"
+    return text
 
 
 # -- ingest --------------------------------------------------------------------------------------
@@ -128,12 +166,19 @@ def encode_samples(X, y, producer: str | None = None, seq: int | None = None,
     if binary:
         body["x"], body["y"] = encode_array(X), encode_array(y)
     else:
-        body["x"], body["y"] = np.asarray(X).tolist(), np.asarray(y).tolist()
+        body["x"], body["y"] = _as_list(X), _as_list(y)
     if producer is not None:
         body["producer"] = producer
     if seq is not None:
         body["seq"] = seq
     return pack(body)
+
+
+def _as_list(a) -> list:
+    """Nested lists of numbers; booleans as 0/1, as ``encode_array`` sends them (true/false on
+    the wire are not numbers)."""
+    a = np.asarray(a)
+    return (a.astype(np.int64) if a.dtype == bool else a).tolist()
 
 
 def decode_samples(frame: bytes) -> Samples:
@@ -142,8 +187,12 @@ def decode_samples(frame: bytes) -> Samples:
         raise ProtocolError("bad_version", f"message has v={body.get('v')!r}; this service speaks "
                             f"v={VERSION}")
     x, y = body.get("x"), body.get("y")
+    if "hello" in body:
+        raise ProtocolError("bad_message", "a hello needs 'producer' (a str), and only the "
+                            "acknowledged ingest (--ingest-acked) answers one")
     if x is None or y is None:
-        raise ProtocolError("bad_message", "message lacks 'x' or 'y'; expected keys v, x, y")
+        missing = " and ".join(repr(k) for k in ("x", "y") if body.get(k) is None)
+        raise ProtocolError("bad_message", f"message lacks {missing}; expected keys v, x, y")
     producer, seq = body.get("producer"), body.get("seq")
     if producer is not None and type(producer) is not str:
         raise ProtocolError("bad_message", f"producer is {type(producer).__name__}; expected str")
@@ -151,7 +200,12 @@ def decode_samples(frame: bytes) -> Samples:
         raise ProtocolError("bad_message", f"seq is {type(seq).__name__}; expected int")
     x, y = decode_array("x", x), decode_array("y", y)
     if len(x) > MAX_ROWS:
-        raise ProtocolError("too_large", f"message has {len(x)} rows; at most {MAX_ROWS}")
+        raise ProtocolError("too_large", f"message has {len(x):,} rows; at most {MAX_ROWS:,} "
+                            "(client.Producer splits larger batches)")
+    if len(x) == 0:
+        raise ProtocolError("empty", "x has no rows; send at least one")
+    _check_exact("x", x)
+    _check_exact("y", y)
     return Samples(x, y, producer, seq)
 
 
@@ -194,6 +248,11 @@ class FrameTemplate:
         if not all((rows[:, a:b] == self.frame[a:b]).all() for a, b in self.fixed):
             return None
         x, y = (self._stack(rows, name) for name in ("x", "y"))
+        try:
+            _check_exact("x", x)
+            _check_exact("y", y)
+        except ProtocolError:  # one of them needs its own verdict
+            return None
         return self.message._replace(x=x, y=y)
 
     def _stack(self, rows: np.ndarray, name: str) -> np.ndarray:

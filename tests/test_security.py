@@ -1,6 +1,8 @@
 """CurveZMQ: allowed clients train and read; everyone else gets nothing in and nothing out."""
 
+import os
 import shutil
+import stat
 
 import numpy as np
 import pytest
@@ -76,3 +78,13 @@ def test_without_curve_only_loopback_is_bound(tmp_path):
     with pytest.raises(RuntimeError, match="not a loopback address"):
         with running_service("--layers", "3,4,1", "--control", "tcp://0.0.0.0:*"):
             pass
+
+
+def test_keygen_makes_secret_keys_private(tmp_path):
+    (tmp_path / "server.key_secret").write_text("old")
+    os.chmod(tmp_path / "server.key_secret", 0o644)  # a stale file with a loose mode
+    written = keygen(tmp_path, ["server", "client"])
+    modes = {os.path.basename(p): stat.S_IMODE(os.stat(p).st_mode) for p in written}
+    assert modes["server.key_secret"] == modes["client.key_secret"] == 0o600
+    assert "secret-key" in (tmp_path / "server.key_secret").read_text()
+    assert modes["server.key"] & 0o044  # public keys stay readable

@@ -15,6 +15,7 @@ A producer, a subscriber and a control client of a service on the default endpoi
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Iterator
 
@@ -26,6 +27,12 @@ from . import protocol, security
 REQUEST_TIMEOUT = 2.0  # seconds a control request waits for its reply
 REQUEST_RETRIES = 3  # tries before a control request gives up
 DELIVERY_TIMEOUT_MS = 30_000  # how long closing a Producer waits for its messages to go out
+CONNECT_TIMEOUT = 10.0  # seconds Producer.wait_connected waits for the service's handshake
+TOPICS = ("weights", "metrics", "events")  # what the service publishes
+
+# The socket monitor events that say whether the service took this client's handshake.
+_HANDSHAKE_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
 
 
 class ServiceError(RuntimeError):
@@ -36,20 +43,48 @@ class _Client:
     """What the clients share: one socket, one context, optional CurveZMQ keys.
 
     ``curve`` is ``(client_secret_file, server_public_file)`` for a service
-    started with ``--curve-secret`` (see ``streammlp.security``).
+    started with ``--curve-secret`` (see ``streammlp.security``). A socket
+    monitor follows the handshakes, so that a client can tell "nobody answers"
+    from "the service refused my key" (``refused``).
     """
 
     def __init__(self, context: zmq.Context | None, curve: tuple[str, str] | None = None) -> None:
         self.context = context or zmq.Context.instance()
         self.curve = curve
         self.socket: zmq.Socket | None = None
+        self._monitor: zmq.Socket | None = None
+        self.connected = False  # a handshake with the service succeeded (with CURVE: keys accepted)
+        self.refused: str | None = None  # why the latest handshake failed, if it did
 
     def _connect(self, kind: int, endpoint: str) -> zmq.Socket:
         sock = self.context.socket(kind)
         if self.curve:
             security.secure_client(sock, *self.curve)
+        self._monitor = sock.get_monitor_socket(_HANDSHAKE_EVENTS)  # before connect: miss nothing
         sock.connect(endpoint)
         return sock
+
+    def _handshakes(self, wait: float = 0.0) -> None:
+        """Take the monitor's news (waiting up to ``wait`` seconds for some): ``connected``, ``refused``."""
+        from zmq.utils.monitor import recv_monitor_message
+
+        if self._monitor is None:
+            return
+        while self._monitor.poll(int(wait * 1000), zmq.POLLIN):
+            event = recv_monitor_message(self._monitor)
+            wait = 0.0
+            kind, value = event["event"], event["value"]
+            if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.connected, self.refused = True, None
+            elif kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                self.refused = (f"the service refused this client's key (ZAP status {value}); "
+                                "is its public key in the service's --allow-keys directory?")
+            elif kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+                self.refused = ("the handshake failed: the service speaks another security "
+                                "mechanism (CURVE on one side only?)")
+            else:
+                self.refused = ("the handshake failed: the service could not read it (is "
+                                "--curve-server-key the service's public key?)")
 
     def __enter__(self):
         return self
@@ -59,6 +94,10 @@ class _Client:
 
     def close(self, linger: int = 1000) -> None:
         if self.socket is not None:
+            if self._monitor is not None:
+                self.socket.disable_monitor()
+                self._monitor.close(linger=0)
+                self._monitor = None
             self.socket.close(linger=linger)
             self.socket = None
 
@@ -67,9 +106,16 @@ class Producer(_Client):
     """Sends samples to the service's ingest endpoint (PUSH).
 
     ``send`` blocks while the service's queue is full (back-pressure), so
-    nothing sent is dropped; ``timeout`` (seconds) bounds that wait. ``close``
-    (or leaving the ``with`` block) waits until what was sent is delivered, up
-    to ``DELIVERY_TIMEOUT``: a process may exit right after it.
+    nothing sent is dropped; ``timeout`` (seconds) bounds that wait. A batch
+    larger than one frame may hold is sent as several messages, in order.
+    ``close`` (or leaving the ``with`` block) waits until what was sent is
+    delivered, up to ``DELIVERY_TIMEOUT_MS``: a process may exit right after it.
+
+    ZeroMQ connects in the background, so ``send`` returns before anyone has
+    received anything. ``wait_connected`` checks that the service is there
+    and took this producer's keys; ``close`` raises ``ConnectionError`` if
+    messages were sent and no service ever took them. Delivered is not
+    trained: the service may still refuse a message (see its ``events``).
     """
 
     def __init__(self, endpoint: str = "tcp://127.0.0.1:5555", binary: bool = True,
@@ -79,24 +125,87 @@ class Producer(_Client):
         # linger is only honoured while its context is terminated, not at a bare process exit.
         super().__init__(context or zmq.Context(), curve)
         self._own_context = context is None
-        self.binary, self.producer = binary, producer
+        self.endpoint, self.binary, self.producer, self.timeout = endpoint, binary, producer, timeout
         self.seq = 0
+        self.sent = 0  # messages handed to the socket
         self.socket = self._connect(zmq.PUSH, endpoint)
         if timeout is not None:
             self.socket.setsockopt(zmq.SNDTIMEO, int(timeout * 1000))
 
     def send(self, X, y) -> None:
-        """Send rows ``X`` with targets ``y`` as one message (trained in order, one step each)."""
-        self.seq += 1
-        self.socket.send(protocol.encode_samples(X, y, producer=self.producer,
-                                                 seq=self.seq if self.producer else None,
-                                                 binary=self.binary))
+        """Send rows ``X`` with targets ``y`` (trained in order, one step each): one message, or
+        several in order when the batch is over ``protocol.MAX_ROWS`` rows or
+        ``protocol.MAX_MESSAGE_BYTES``. ``ConnectionError`` if the service refused this
+        producer's handshake, ``TimeoutError`` if a send blocked for ``timeout`` seconds."""
+        self._handshakes()
+        if self.refused and not self.connected:
+            raise ConnectionError(f"{self.endpoint}: {self.refused}")
+        for frame in protocol.encode_batch(X, y, producer=self.producer,
+                                           seq=self.seq + 1 if self.producer else None,
+                                           binary=self.binary):
+            try:
+                self.socket.send(frame)
+            except zmq.Again:
+                raise TimeoutError(f"sending to {self.endpoint} blocked for {self.timeout} s: the "
+                                   "service's queue is full, or no service is there "
+                                   f"({self._whereabouts()})") from None
+            self.seq += 1
+            self.sent += 1
+
+    def wait_connected(self, timeout: float = CONNECT_TIMEOUT) -> None:
+        """Return once the service has taken this producer's handshake (with CURVE: its keys);
+        ``ConnectionError`` if it refused them, ``TimeoutError`` if nobody answers in time."""
+        deadline = time.monotonic() + timeout
+        self._handshakes()
+        while not self.connected:
+            if self.refused:
+                raise ConnectionError(f"{self.endpoint}: {self.refused}")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no service answered at {self.endpoint} within {timeout} s; "
+                                   "is it running?")
+            self._handshakes(min(left, 0.1))
+
+    def _whereabouts(self) -> str:
+        self._handshakes()
+        if self.connected:
+            return "connected"
+        return self.refused or "no service has answered yet"
 
     def close(self, linger: int = DELIVERY_TIMEOUT_MS) -> None:
-        """Close once every queued message is delivered, waiting at most ``linger`` ms."""
+        """Close once every queued message is delivered, waiting at most ``linger`` ms.
+
+        ``ConnectionError`` if messages were sent and no service took this
+        producer's handshake within ``linger`` (they are dropped: nobody has
+        them), ``TimeoutError`` if some were still queued when ``linger`` ran
+        out. ``linger=0`` drops whatever is queued, without an error.
+        """
+        if self.socket is None:
+            return
+        undelivered = None
+        if linger and self.sent and not self.connected:
+            try:
+                self.wait_connected(linger / 1000)
+            except (ConnectionError, TimeoutError) as e:
+                undelivered = ConnectionError(f"{self.sent} message(s) sent to {self.endpoint} were "
+                                              f"not delivered: {e}")
+                linger = 0  # nobody will take them
+        started = time.monotonic()
         super().close(linger)
         if self._own_context and not self.context.closed:
-            self.context.term()
+            self.context.term()  # returns once the queue is empty, or after linger
+        if undelivered:
+            raise undelivered
+        if linger and self.sent and time.monotonic() - started >= linger / 1000:
+            raise TimeoutError(f"messages to {self.endpoint} were still queued after {linger} ms "
+                               "and were dropped; is the service keeping up?")
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is None:
+            self.close()
+        else:  # deliver what was sent, but do not hide the error in flight behind another
+            with contextlib.suppress(ConnectionError, TimeoutError):
+                self.close()
 
 
 class ReliableProducer(_Client):
@@ -161,7 +270,9 @@ class ReliableProducer(_Client):
         started = time.monotonic()
         while not done():
             if time.monotonic() - max(started, self._heard_at) > timeout:
-                raise TimeoutError(f"{what} for {timeout} s; is the service running? "
+                self._handshakes()
+                raise TimeoutError(f"{what} for {timeout} s; "
+                                   f"{self.refused or 'is the service running?'} "
                                    "Nothing is lost: the messages stay pending")
             self._pump(min(self.resend_after, 0.1))
 
@@ -230,9 +341,10 @@ class Control(_Client):
                     raise ServiceError(reply.get("error", "the service gave no reason"))
                 reply.pop("ok")
                 return reply
+            self._handshakes()
             self.close(linger=0)  # a REQ socket that lost its reply is stuck: start afresh
         raise TimeoutError(f"no reply from {self.endpoint} to {op!r} after {self.retries} tries "
-                           f"of {self.timeout} s; is the service running?")
+                           f"of {self.timeout} s; {self.refused or 'is the service running?'}")
 
     def ping(self) -> int:
         """The service's version (samples trained)."""
@@ -257,20 +369,32 @@ class Control(_Client):
 class Subscriber(_Client):
     """Versioned weights and metrics from the service's publish endpoint (SUB).
 
-    With a control endpoint, a late joiner gets the current weights at once
-    (the Clone pattern): it subscribes first, then asks for a snapshot, and
-    drops published weights whose version is not newer than what it has.
-    Iterating yields ``(topic, message)``: ``protocol.Weights`` for
-    ``"weights"``, dicts for ``"metrics"`` and ``"events"``.
+    ``topics`` chooses what comes: ``recv`` returns ``("weights",
+    protocol.Weights)``, ``("metrics", dict)`` or ``("events", dict)``; ask for
+    ``topics=("weights",)`` to get weights only. With a control endpoint, a late
+    joiner gets the current weights at once (the Clone pattern): it subscribes
+    first, then asks for a snapshot, and drops published weights whose version
+    is not newer than what it has. Versions count within one run of the
+    service (``Weights.run``): weights from a new run (a fresh start or a
+    resume from an older checkpoint) are taken whatever their version.
+
+    Examples
+    --------
+    >>> with Subscriber(service.publish, service.control, topics=("weights",)) as sub:  # doctest: +SKIP
+    ...     for topic, weights in sub:
+    ...         print(weights.version)
     """
 
     def __init__(self, publish: str = "tcp://127.0.0.1:5556", control: str | None = None,
-                 topics: tuple[str, ...] = ("weights", "metrics", "events"),
-                 timeout: float | None = None, context: zmq.Context | None = None,
-                 curve: tuple[str, str] | None = None) -> None:
+                 topics: tuple[str, ...] = TOPICS, timeout: float | None = None,
+                 context: zmq.Context | None = None, curve: tuple[str, str] | None = None) -> None:
+        if isinstance(topics, str) or not set(topics) <= set(TOPICS) or not topics:
+            raise ValueError(f"topics={topics!r}; expected a tuple of some of {TOPICS}, "
+                             "such as ('weights',)")
         super().__init__(context, curve)
-        self.timeout = timeout
+        self.endpoint, self.timeout = publish, timeout
         self.version = -1  # newest weights version handed out
+        self.run: str | None = None  # ... in this run of the service
         self.socket = self._connect(zmq.SUB, publish)
         for topic in topics:
             self.socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
@@ -279,7 +403,7 @@ class Subscriber(_Client):
             with Control(control, context=self.context, curve=curve) as c:
                 snapshot = c.snapshot()
             self._pending.append(("weights", snapshot))
-            self.version = snapshot.version
+            self.version, self.run = snapshot.version, snapshot.run
 
     def recv(self, timeout: float | None = None) -> tuple[str, object]:
         """The next message; ``TimeoutError`` after ``timeout`` seconds (default: the constructor's)."""
@@ -290,13 +414,17 @@ class Subscriber(_Client):
         while True:
             wait = -1 if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
             if not self.socket.poll(wait, zmq.POLLIN):
-                raise TimeoutError(f"no message within {timeout} s")
+                self._handshakes()
+                why = self.refused or ("connected, but nothing was published" if self.connected
+                                       else "is the service running?")
+                raise TimeoutError(f"no message from {self.endpoint} within {timeout} s; {why}")
             topic, body = self.socket.recv_multipart()
             message = protocol.unpack(body)
             if topic == protocol.WEIGHTS:
-                if message["version"] <= self.version:
+                run = message.get("run")
+                if run == self.run and message["version"] <= self.version:
                     continue  # older than the snapshot or a duplicate: never go backwards
-                self.version = message["version"]
+                self.version, self.run = message["version"], run  # a new run starts afresh
                 return "weights", protocol.decode_weights(message)
             return topic.decode(), message
 

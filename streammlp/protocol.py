@@ -19,7 +19,7 @@ import itertools
 import math
 import time
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 import msgpack
 import numpy as np
@@ -174,6 +174,37 @@ def encode_samples(X, y, producer: str | None = None, seq: int | None = None,
     return pack(body)
 
 
+def encode_batch(X, y, producer: str | None = None, seq: int | None = None,
+                 binary: bool = True) -> Iterator[bytes]:
+    """Ingest frames for any number of rows: one, or several in order, each within
+    ``MAX_ROWS`` rows and ``MAX_MESSAGE_BYTES`` (``seq``, if given, numbers them up from it).
+
+    ``ValueError`` if a batch over the limits cannot be split: ``X`` and ``y``
+    differ in length, or one row alone is larger than a frame.
+    """
+    X, y = np.asarray(X), np.asarray(y)
+    n = len(X) if X.ndim else 0
+    if n <= MAX_ROWS:
+        frame = encode_samples(X, y, producer, seq, binary)
+        if len(frame) <= MAX_MESSAGE_BYTES:
+            yield frame
+            return
+    if y.ndim == 0 or len(y) != n:
+        raise ValueError(f"X has {n:,} rows and y {len(y) if y.ndim else 0:,} targets; a batch "
+                         f"over {MAX_ROWS:,} rows or {MAX_MESSAGE_BYTES >> 20} MiB is sent in "
+                         "parts, which needs one target per row")
+    # At most 9 bytes per number in either encoding (msgpack float64; binary <f8 is 8), 10 per row
+    # for list headers, and room for the map around them.
+    per_row = 9 * (X.size + y.size) // n + 10
+    rows = min(MAX_ROWS, (MAX_MESSAGE_BYTES - 256 - len(producer or "")) // per_row)
+    if rows < 1:
+        raise ValueError(f"one row of X takes about {per_row:,} bytes; a message holds at most "
+                         f"{MAX_MESSAGE_BYTES:,}")
+    for part, start in enumerate(range(0, n, rows)):
+        yield encode_samples(X[start:start + rows], y[start:start + rows], producer,
+                             None if seq is None else seq + part, binary)
+
+
 def _as_list(a) -> list:
     """Nested lists of numbers; booleans as 0/1, as ``encode_array`` sends them (true/false on
     the wire are not numbers)."""
@@ -288,9 +319,13 @@ def _payload_spans(frame: bytes) -> dict[str, tuple[int, int]]:
 
 # -- publish -------------------------------------------------------------------------------------
 
-def weights_body(net, version: int) -> dict:
+def weights_body(net, version: int, run: str | None = None) -> dict:
     """The ``weights`` message of a network (or a race's leader): every layer's W and b as
-    binary arrays, the input scaler's mean and variance if it scales, the leader's index."""
+    binary arrays, the input scaler's mean and variance if it scales, the leader's index.
+
+    ``run`` names the service's run: versions count up within one run only (a
+    fresh start, or a resume from an older checkpoint, goes back down).
+    """
     body = {"v": VERSION, "version": version, "ts": time.time(),
             "layers": [{"W": encode_array(W), "b": encode_array(b)}
                        for W, b in zip(net.weights, net.biases)],
@@ -299,6 +334,8 @@ def weights_body(net, version: int) -> dict:
         body["scaler"] = {"mean": encode_array(net.scaler_mean), "var": encode_array(net.scaler_var)}
     if getattr(net, "leader", None) is not None:
         body["member"] = net.leader
+    if run is not None:
+        body["run"] = run
     return body
 
 
@@ -315,6 +352,7 @@ class Weights:
     scaler_mean: np.ndarray | None = None  # inputs are used as (x - mean) / sqrt(var), 0 where var is 0
     scaler_var: np.ndarray | None = None
     member: int | None = None  # with --race: which member leads
+    run: str | None = None  # the service run these versions count in
 
 
 def decode_weights(body: dict) -> Weights:
@@ -325,7 +363,7 @@ def decode_weights(body: dict) -> Weights:
                    activation=body["activation"], output=body["output"],
                    scaler_mean=decode_array("mean", scaler["mean"]) if scaler else None,
                    scaler_var=decode_array("var", scaler["var"]) if scaler else None,
-                   member=body.get("member"))
+                   member=body.get("member"), run=body.get("run"))
 
 
 def event_body(kind: str, **fields) -> dict:

@@ -88,3 +88,33 @@ def test_keygen_makes_secret_keys_private(tmp_path):
     assert modes["server.key_secret"] == modes["client.key_secret"] == 0o600
     assert "secret-key" in (tmp_path / "server.key_secret").read_text()
     assert modes["server.key"] & 0o044  # public keys stay readable
+
+
+@pytest.mark.parametrize("who,reason", [("unknown key", "refused this client's key"),
+                                        ("no key", "another security mechanism"),
+                                        ("wrong server key", "could not read it")])
+def test_a_refused_producer_is_told_why(secured, keys, who, reason):
+    curve = {"unknown key": (str(keys / "stranger.key_secret"), str(keys / "server.key")),
+             "no key": None,
+             "wrong server key": (str(keys / "client.key_secret"), str(keys / "stranger.key"))}[who]
+    p = Producer(secured.ingest, curve=curve)
+    with pytest.raises(ConnectionError, match=reason):
+        p.wait_connected(timeout=5)
+    with pytest.raises(ConnectionError, match=reason):
+        p.send(*samples())  # known refused: nothing is queued for nobody
+    p.close()
+
+
+def test_an_unconfirmed_producer_raises_on_close(secured, keys):
+    """Messages queued before the refusal is known are reported as not delivered on close."""
+    p = Producer(secured.ingest, curve=(str(keys / "stranger.key_secret"), str(keys / "server.key")))
+    p.send(*samples())  # at once: the handshake has not been answered yet
+    with pytest.raises(ConnectionError, match="1 message.* not delivered.*refused this client's key"):
+        p.close(linger=5000)
+
+
+def test_an_allowed_producer_is_connected(secured, keys):
+    with Producer(secured.ingest, curve=(str(keys / "client.key_secret"),
+                                         str(keys / "server.key"))) as p:
+        p.wait_connected(timeout=5)
+        assert p.connected and p.refused is None

@@ -14,11 +14,15 @@ import os
 import signal
 import sys
 
+from streammlp import checkpoint
+from streammlp.fleet import Fleet, RaceFleet
 from streammlp.network import MLP, read
 from streammlp.race import Race
 
-from .trainer import CONTROL, INGEST, PUBLISH, Trainer, log
+from .config import FIELDS, TrainerConfig
+from .trainer import Trainer, log
 
+MAX_MODELS = 100_000  # models a keyed service holds before it refuses new keys
 KEEP_FREED_BYTES = 64 << 20  # freed memory glibc may keep for reuse (see keep_freed_memory)
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
 
@@ -39,29 +43,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--race", action="store_true",
                    help="train a grid of learning rates x hidden widths on every sample and "
                         "serve the member with the best recent loss (--layers gives inputs,outputs)")
-    p.add_argument("--ingest", default=INGEST)
-    p.add_argument("--publish", default=PUBLISH)
-    p.add_argument("--control", default=CONTROL)
-    p.add_argument("--ingest-acked", default=None,
+    d = TrainerConfig  # every default below is the config's
+    p.add_argument("--ingest", default=d.ingest, help="PULL endpoint samples arrive on (default %(default)s)")
+    p.add_argument("--publish", default=d.publish,
+                   help="PUB endpoint weights, metrics and events go out on (default %(default)s)")
+    p.add_argument("--control", default=d.control, help="ROUTER endpoint of requests (default %(default)s)")
+    p.add_argument("--ingest-acked", default=d.ingest_acked,
                    help="also take acknowledged samples here (ROUTER; needs --checkpoint)")
-    p.add_argument("--durable-every-ms", type=float, default=50.0,
-                   help="with unacknowledged samples, checkpoint at least this often")
-    p.add_argument("--durable-every-messages", type=int, default=1000,
-                   help="... or after this many acknowledged-ingest messages")
-    p.add_argument("--curve-secret", default=None,
+    p.add_argument("--durable-every-ms", type=float, default=d.durable_every_ms,
+                   help="with unacknowledged samples, checkpoint at least this often (default %(default)s)")
+    p.add_argument("--durable-every-messages", type=int, default=d.durable_every_messages,
+                   help="... or after this many acknowledged-ingest messages (default %(default)s)")
+    p.add_argument("--curve-secret", default=d.curve_secret,
                    help="CurveZMQ: the service's .key_secret file (turns on CURVE on every socket)")
-    p.add_argument("--allow-keys", default=None,
+    p.add_argument("--allow-keys", default=d.allow_keys,
                    help="CurveZMQ: directory of the public .key files of allowed clients")
-    p.add_argument("--publish-every-samples", type=int, default=10_000)
-    p.add_argument("--publish-every-ms", type=float, default=200.0)
-    p.add_argument("--window", type=int, default=1000, help="samples in the rolling metrics window")
-    p.add_argument("--checkpoint", default=None, help="file to save the model to, atomically")
-    p.add_argument("--checkpoint-every-s", type=float, default=30.0)
+    p.add_argument("--publish-every-samples", type=int, default=d.publish_every_samples,
+                   help="publish after this many samples (default %(default)s)")
+    p.add_argument("--publish-every-ms", type=float, default=d.publish_every_ms,
+                   help="... or this often (default %(default)s)")
+    p.add_argument("--window", type=int, default=d.window,
+                   help="samples in the rolling metrics window (default %(default)s)")
+    p.add_argument("--checkpoint", default=d.checkpoint, help="file to save the model to, atomically")
+    p.add_argument("--checkpoint-every-s", type=float, default=d.checkpoint_every_s,
+                   help="checkpoint this often (default %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
-    p.add_argument("--prometheus-port", type=int, default=None,
+    p.add_argument("--prometheus-port", type=int, default=d.prometheus_port,
                    help="serve Prometheus metrics on 127.0.0.1:PORT (0: a free port)")
-    p.add_argument("--delay-ms", type=float, default=0.0,
-                   help="sleep after each drained batch (to test back-pressure)")
+    p.add_argument("--keyed", action="store_true",
+                   help="train one model per message key ('model'), each from the options' "
+                        "template and the seed model_seed(--seed, key)")
+    p.add_argument("--max-models", type=int, default=MAX_MODELS,
+                   help="with --keyed, refuse new keys beyond this many models (default %(default)s)")
+    p.add_argument("--delay-ms", type=float, default=d.delay_ms, help=argparse.SUPPRESS)  # tests only
     return p.parse_args(argv)
 
 
@@ -71,13 +85,23 @@ def build(args: argparse.Namespace) -> Trainer:
         layers = [int(n) for n in args.layers.split(",")]
     except ValueError:
         raise ValueError(f"--layers {args.layers!r}: expected comma-separated sizes such as 3,4,1")
-    if args.race:
-        net = Race.grid(layers[0], layers[-1], seed=args.seed, dtype=args.dtype,
-                        scale=args.scale or "standard")
+
+    def race(seed: int | None) -> Race:
+        return Race.grid(layers[0], layers[-1], seed=seed, dtype=args.dtype,
+                         scale=args.scale or "standard")
+
+    def mlp(seed: int | None) -> MLP:
+        return MLP(layers, activation=args.activation, output=args.output, loss=args.loss,
+                   lr=args.lr, bias=args.bias, init=args.init, seed=seed, dtype=args.dtype,
+                   scale=args.scale)
+
+    if args.max_models < 1:
+        raise ValueError(f"--max-models {args.max_models}: expected a positive number")
+    if args.keyed:  # a model per key, each from the seed model_seed(--seed, key)
+        fleet = dict(seed=args.seed, window=args.window, max_models=args.max_models)
+        net = RaceFleet(race, **fleet) if args.race else Fleet(mlp(None), **fleet)
     else:
-        net = MLP(layers, activation=args.activation, output=args.output, loss=args.loss,
-                  lr=args.lr, bias=args.bias, init=args.init, seed=args.seed, dtype=args.dtype,
-                  scale=args.scale)
+        net = race(args.seed) if args.race else mlp(args.seed)
     extra = {}
     if args.resume and not args.checkpoint:
         raise ValueError("--resume needs --checkpoint PATH")
@@ -85,22 +109,14 @@ def build(args: argparse.Namespace) -> Trainer:
         # A crash before the first checkpoint: nothing was durable, so nothing is lost.
         log.info("streammlp serve: --resume: no checkpoint at %s yet, starting afresh", args.checkpoint)
     elif args.resume:
-        saved, extra = read(args.checkpoint)
+        saved, extra = _read(args.checkpoint, net)
         there, here = _comparable(saved), _comparable(net)
         if there != here:
             raise ValueError(f"checkpoint {args.checkpoint} does not match the options: it holds "
                              f"{there}, the options ask for {here}")
         net = saved
-    return Trainer(net, ingest=args.ingest, publish=args.publish, control=args.control,
-                   publish_every_samples=args.publish_every_samples,
-                   publish_every_ms=args.publish_every_ms, checkpoint=args.checkpoint,
-                   checkpoint_every_s=args.checkpoint_every_s, window=args.window,
-                   delay_ms=args.delay_ms, rejected=extra.get("rejected"),
-                   prometheus_port=args.prometheus_port, ingest_acked=args.ingest_acked,
-                   durable_every_ms=args.durable_every_ms,
-                   durable_every_messages=args.durable_every_messages,
-                   producers=extra.get("producers"), curve_secret=args.curve_secret,
-                   allow_keys=args.allow_keys)
+    config = TrainerConfig(**{name: getattr(args, name) for name in FIELDS})
+    return Trainer(net, config, rejected=extra.get("rejected"), producers=extra.get("producers"))
 
 
 def keep_freed_memory() -> None:
@@ -140,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     # One line at start: the endpoints (as bound, with the port the OS chose) and the model.
     print(f"streammlp serve: ready ingest={e['ingest']} publish={e['publish']} "
           f"control={e['control']}" + (f" acked={e['acked']}" if "acked" in e else "")
-          + f" version={trainer.version} model={trainer.net!r}"
+          + f" version={trainer.version} model={trainer.models.model!r}"
           + (" security=curve" if trainer.auth else " security=none(loopback only)")
           + (f" prometheus={trainer.prometheus.url}" if trainer.prometheus else ""), flush=True)
     trainer.run()
@@ -148,10 +164,31 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _read(path: str, model):
+    """The model of the checkpoint at ``path`` (of ``model``'s kind, fleets included) and the
+    extra saved with it; ``ValueError`` if the file is not one."""
+    if not isinstance(model, (Fleet, RaceFleet)):
+        return read(path)
+    try:
+        state = checkpoint.read(path)
+        if isinstance(model, Fleet):
+            saved = Fleet.from_state(state, max_models=model.max_models)
+        else:
+            saved = RaceFleet.from_state(state, model.make_race, max_models=model.max_models)
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
+        raise ValueError(f"{path} is not a checkpoint of a keyed service with these options "
+                         f"({type(e).__name__}: {e})") from e
+    return saved, state.get("extra", {})
+
+
 def _comparable(model) -> dict:
     """A model's kind and spec without what only sets its first weights (seed, init)."""
     def strip(spec: dict) -> dict:
         return {k: v for k, v in spec.items() if k not in ("seed", "init")}
+    if isinstance(model, Fleet):
+        return {"keyed": strip(model.spec)}
+    if isinstance(model, RaceFleet):  # its races, all alike (the template if it has none)
+        return {"keyed": _comparable(model.races[0] if model.races else model.template)}
     spec = model.spec()
     if isinstance(model, Race):
         return {"race": [strip(m) for m in spec["members"]], "window": spec["window"]}

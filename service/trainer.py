@@ -1,6 +1,6 @@
 """The trainer loop: samples in over ZeroMQ, one gradient step each, weights and metrics out.
 
-A sample's path, start to end: ``samples`` socket (PULL) -> ``Trainer._drain``
+A sample's path, start to end: ``samples`` socket (PULL) -> ``Trainer._drain_samples``
 (decode and check every message, in arrival order; ``_train_alike`` does a
 drain of frames alike but for their numbers in one step) -> ``MLP.learn`` (one
 kernel call for all that arrived, one step per sample) -> ``StreamMetrics`` ->
@@ -17,19 +17,19 @@ import time
 import numpy as np
 import zmq
 
-from streammlp import protocol, security
+from streammlp import checkpoint, protocol, security
+from streammlp.fleet import Fleet, RaceFleet
 from streammlp.metrics import StreamMetrics
-from streammlp.network import MLP, InputError, classify
+from streammlp.network import MLP, InputError
 from streammlp.race import Race
 
+from .config import TrainerConfig
 from .ledger import Ledger
+from .models import ManyModels, OneModel
 from .prometheus import PrometheusExporter
 
 log = logging.getLogger("streammlp.service")
 
-INGEST = "tcp://127.0.0.1:5555"
-PUBLISH = "tcp://127.0.0.1:5556"
-CONTROL = "tcp://127.0.0.1:5557"
 POLL_MS = 100  # longest wait before the loop looks at timers and the stop flag
 MAX_DRAIN = 512  # messages taken off the ingest queue before training them in one call
 # ... or bytes (one message may be larger). Small drains are faster, not only bounded: their
@@ -41,90 +41,89 @@ INGEST_HWM = 1000  # queued ingest messages before producers' PUSH sockets block
 
 
 class Trainer:
-    """Owns the network, the metrics and the three sockets; ``run()`` is the poll loop."""
+    """Owns the models, the metrics and the sockets; ``run()`` is the poll loop.
 
-    def __init__(self, net: MLP, ingest: str = INGEST, publish: str = PUBLISH,
-                 control: str = CONTROL, publish_every_samples: int = 10_000,
-                 publish_every_ms: float = 200.0, checkpoint: str | None = None,
-                 checkpoint_every_s: float = 30.0, window: int = 1000, delay_ms: float = 0.0,
-                 rejected: dict | None = None, prometheus_port: int | None = None,
-                 ingest_acked: str | None = None, durable_every_ms: float = 50.0,
-                 durable_every_messages: int = 1000, producers: dict | None = None,
-                 curve_secret: str | None = None, allow_keys: str | None = None) -> None:
-        self.net = net
-        self.metrics = StreamMetrics(classes=max(2, net.n_outputs), window=window)
+    ``model`` is a fresh or resumed network, race, or fleet (one model per key);
+    ``rejected`` and ``producers`` are the rejection counts and acknowledged
+    producers' sequence numbers of a resumed checkpoint.
+    """
+
+    def __init__(self, model: MLP | Race | Fleet | RaceFleet, config: TrainerConfig = TrainerConfig(),
+                 rejected: dict | None = None, producers: dict | None = None) -> None:
+        self.config = config
+        self.models = (ManyModels(model, self._send) if isinstance(model, (Fleet, RaceFleet))
+                       else OneModel(model))
+        # The service's totals over every model: the `metrics` topic and `stats`.
+        self.metrics = StreamMetrics(classes=max(2, model.n_outputs), window=config.window)
         self.metrics.samples, self.metrics.loss_total, self.metrics.correct_total = (
-            net.samples, net.loss_total, net.correct_total)
+            self.models.totals())
         self.rejected: dict[str, int] = dict(rejected or {})
-        self.publish_every_samples = publish_every_samples
-        self.publish_every_s = publish_every_ms / 1000.0
-        self.checkpoint, self.checkpoint_every_s = checkpoint, checkpoint_every_s
-        self.delay_s = delay_ms / 1000.0
         self.ledger = Ledger(producers)
-        self.durable_every_s = durable_every_ms / 1000.0
-        self.durable_every_messages = durable_every_messages
         self._undurable_messages = 0
         self._template: protocol.FrameTemplate | None = None  # the shape of the last drain's frames
         # Ingest frames are received here, reused every drain. Room for a full drain and one
         # largest message more (ZMQ_MAXMSGSIZE), so recv_into never truncates; pages are
         # only touched as they are used.
         self._inbox = memoryview(np.empty(MAX_DRAIN_BYTES + protocol.MAX_MESSAGE_BYTES, np.uint8))
-        if ingest_acked and not checkpoint:
-            raise ValueError("--ingest-acked acknowledges what is on disk: it needs --checkpoint PATH")
         self.stopping = False
-        self._warm_up()
-        self.prometheus = None if prometheus_port is None else PrometheusExporter(prometheus_port)
 
         # Security first, before anything is opened: CURVE on every socket, or loopback only.
-        if bool(curve_secret) != bool(allow_keys):
-            raise ValueError("CURVE needs both --curve-secret FILE and --allow-keys DIR")
-        named = {"ingest": ingest, "publish": publish, "control": control, "ingest-acked": ingest_acked}
-        if curve_secret:
-            security.load_keys(curve_secret, secret=True)
+        if config.curve_secret:
+            security.load_keys(config.curve_secret, secret=True)
         else:
-            for name, endpoint in named.items():
-                if endpoint and not security.is_loopback(endpoint):
+            for name, endpoint in config.endpoints().items():
+                if not security.is_loopback(endpoint):
                     raise ValueError(f"--{name} {endpoint} is not a loopback address: without "
                                      "--curve-secret and --allow-keys anyone could feed or read "
                                      "the model; turn CURVE on or bind to 127.0.0.1")
+        self._warm_up()
+        self.prometheus = (None if config.prometheus_port is None
+                           else PrometheusExporter(config.prometheus_port))
         self.context = zmq.Context()
-        self.auth = security.authenticator(self.context, allow_keys) if curve_secret else None
+        self.auth = (security.authenticator(self.context, config.allow_keys)
+                     if config.curve_secret else None)
         self.samples = self.context.socket(zmq.PULL)
         self.samples.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES)
         self.samples.setsockopt(zmq.RCVHWM, INGEST_HWM)
         self.publisher = self.context.socket(zmq.PUB)
         self.control = self.context.socket(zmq.ROUTER)
         self.control.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES)
-        bound = [("ingest", self.samples, ingest), ("publish", self.publisher, publish),
-                 ("control", self.control, control)]
+        bound = [("ingest", self.samples, config.ingest), ("publish", self.publisher, config.publish),
+                 ("control", self.control, config.control)]
         self.acked = None
-        if ingest_acked:
+        if config.ingest_acked:
             self.acked = self.context.socket(zmq.ROUTER)
             self.acked.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES)
             self.acked.setsockopt(zmq.RCVHWM, INGEST_HWM)
-            bound.append(("acked", self.acked, ingest_acked))
+            bound.append(("acked", self.acked, config.ingest_acked))
         self.endpoints = {}
         for name, sock, endpoint in bound:
-            if curve_secret:
-                security.secure_server(sock, curve_secret)
+            if config.curve_secret:
+                security.secure_server(sock, config.curve_secret)
             sock.bind(endpoint)
             self.endpoints[name] = sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
     def _warm_up(self) -> None:
         """Compile the kernels on a copy, so the first real sample sees no compile pause."""
-        twin = copy.deepcopy(self.net)
+        twin = copy.deepcopy(self.models.model)
         X = np.zeros((1, twin.n_inputs))
-        twin.learn(X, np.zeros((1, twin.n_outputs)))
-        twin.predict(X)
+        Y = np.zeros((1, twin.n_outputs))
+        if isinstance(twin, (Fleet, RaceFleet)):
+            twin.learn(["warm-up"], X, Y)
+            twin.predict(0, X)
+        else:
+            twin.learn(X, Y)
+            twin.predict(X)
 
     @property
     def version(self) -> int:
-        """Samples trained so far: every published state is named by it."""
-        return self.net.samples
+        """Samples trained so far (over every model): every published state is named by it."""
+        return self.models.version
 
     # -- the loop ------------------------------------------------------------------------------
 
     def run(self) -> None:
+        config = self.config
         poller = zmq.Poller()
         poller.register(self.samples, zmq.POLLIN)
         poller.register(self.control, zmq.POLLIN)
@@ -138,15 +137,15 @@ class Trainer:
 
             # Samples: drain what is queued, train it in arrival order.
             if self.samples in events:
-                self._drain(self.samples)
-                if self.delay_s:
-                    time.sleep(self.delay_s)
+                self._drain_samples()
+                if config.delay_ms:
+                    time.sleep(config.delay_ms / 1000)
 
             # Acknowledged samples: the same, each producer's in sequence, exactly once.
             if self.acked in events:
-                self._drain(self.acked)
-                if self.delay_s:
-                    time.sleep(self.delay_s)
+                self._drain_acked()
+                if config.delay_ms:
+                    time.sleep(config.delay_ms / 1000)
 
             # Control: one request per poll, so requests never starve training.
             if self.control in events:
@@ -156,58 +155,69 @@ class Trainer:
             # heartbeat; weights only when they changed), checkpoint on time.
             now = time.monotonic()
             fresh = self.version - published_version
-            if fresh >= self.publish_every_samples or now - published_at >= self.publish_every_s:
+            if (fresh >= config.publish_every_samples
+                    or now - published_at >= config.publish_every_ms / 1000):
                 self.publish_state(weights=fresh > 0)
                 published_at, published_version = now, self.version
             # Durability: checkpoints grouped so that many acknowledgements share one fsync.
-            due = now - saved_at >= (self.durable_every_s if self.ledger.undurable()
-                                     else self.checkpoint_every_s)
-            if self.checkpoint and (due or self._undurable_messages >= self.durable_every_messages):
+            due = now - saved_at >= (config.durable_every_ms / 1000 if self.ledger.undurable()
+                                     else config.checkpoint_every_s)
+            if config.checkpoint and (
+                    due or self._undurable_messages >= config.durable_every_messages):
                 self.save()
                 saved_at = now
         self.close()
 
-    def _drain(self, sock: zmq.Socket) -> None:
-        """Take what is queued (up to ``MAX_DRAIN`` messages or bytes), train the good messages
-        in one kernel call, in arrival order, and reject the bad ones whole."""
-        acked = sock is self.acked
-        received, size = [], 0  # (frame, ROUTER identity of the sender or None)
-        while len(received) < MAX_DRAIN and size < MAX_DRAIN_BYTES:
-            try:
-                if acked:
-                    parts = sock.recv_multipart(zmq.NOBLOCK)
-                    received.append((parts[1] if len(parts) == 2 else b"", parts[0]))
-                else:  # back to back into the inbox: no allocation, no copy to join them later
-                    n = sock.recv_into(self._inbox[size:], flags=zmq.NOBLOCK)
-                    received.append((self._inbox[size:size + n], None))
+    def _drain_samples(self) -> None:
+        """Take what is queued on the plain ingest (up to ``MAX_DRAIN`` messages or bytes) and
+        train it: alike frames in one step, anything else message by message."""
+        frames, size = [], 0
+        while len(frames) < MAX_DRAIN and size < MAX_DRAIN_BYTES:
+            try:  # back to back into the inbox: no allocation, no copy to join them later
+                n = self.samples.recv_into(self._inbox[size:], flags=zmq.NOBLOCK)
             except zmq.Again:
                 break
-            size += len(received[-1][0])
-        if not received:
+            frames.append(self._inbox[size:size + n])
+            size += n
+        if not frames:
             return
-        if not acked and len(received) > 1 and self._train_alike(
-                [frame for frame, _ in received], self._inbox[:size]):
+        if len(frames) > 1 and self._train_alike(frames, self._inbox[:size]):
             return
-        decoded = []  # Samples to train, an InputError to reject, or None: already answered
-        for frame, sender in received:
+        self._train_messages([_decode(frame) for frame in frames], frames)
+
+    def _drain_acked(self) -> None:
+        """Take what is queued on the acknowledged ingest and train each producer's next
+        messages, exactly once, in sequence (see ``Ledger``); answer the rest."""
+        frames, senders, size = [], [], 0
+        while len(frames) < MAX_DRAIN and size < MAX_DRAIN_BYTES:
             try:
-                message = protocol.decode_samples(frame)
-            except protocol.ProtocolError as e:
-                message = e
-            decoded.append(self._admit(message, frame, sender) if acked else message)
+                parts = self.acked.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            frames.append(parts[1] if len(parts) == 2 else b"")
+            senders.append(parts[0])
+            size += len(frames[-1])
+        decoded = [self._admit(_decode(frame), frame, sender)
+                   for frame, sender in zip(frames, senders)]
+        self._train_messages(decoded, frames, senders)
+        self._undurable_messages += len(frames)
+
+    def _train_messages(self, decoded: list, frames: list, senders: list | None = None) -> None:
+        """Train the decoded messages that pass every check, in one kernel call, in arrival
+        order; reject the others whole. ``decoded`` holds ``Samples``, an ``InputError`` to
+        reject, or None for a message already answered."""
         good = [i for i, m in enumerate(decoded) if isinstance(m, protocol.Samples)]
         errors = {i: m for i, m in enumerate(decoded) if isinstance(m, ValueError)}
         if good:
-            X, Y, bad = self.net.check_many([(decoded[i].x, decoded[i].y) for i in good])
+            X, Y, bad = self.models.model.check_many([(decoded[i].x, decoded[i].y) for i in good])
             errors.update((good[j], e) for j, e in bad.items())
             trained = [i for i in good if i not in errors]
             if trained:
-                diverged = self._train(X, Y, [len(decoded[i].x) for i in trained])
-                errors.update((trained[j], e) for j, e in diverged.items())
+                refused = self._train(X, Y, [len(decoded[i].x) for i in trained],
+                                      [decoded[i].model for i in trained])
+                errors.update((trained[j], e) for j, e in refused.items())
         for i in sorted(errors):  # reported in arrival order
-            self._reject(errors[i], *received[i])
-        if acked:
-            self._undurable_messages += len(received)
+            self._reject(errors[i], frames[i], senders[i] if senders else None)
 
     def _train_alike(self, frames: list[memoryview], data: memoryview) -> bool:
         """Train a drain of frames alike but for their payloads (see ``protocol.FrameTemplate``;
@@ -225,12 +235,13 @@ class Trainer:
             if run is None:
                 return False
         try:
-            X = self.net.check_inputs(run.x)
-            Y = self.net.check_targets(run.y, len(X))
+            X = self.models.model.check_inputs(run.x)
+            Y = self.models.model.check_targets(run.y, len(X))
         except InputError:
             return False
-        rows = len(self._template.message.x)
-        for j, e in self._train(X, Y, [rows] * len(frames)).items():
+        m = len(frames)
+        keys = run.model if isinstance(run.model, tuple) else [run.model] * m  # one per frame
+        for j, e in self._train(X, Y, [len(X) // m] * m, keys).items():
             self._reject(e, frames[j])
         return True
 
@@ -259,43 +270,54 @@ class Trainer:
         self._answer_producer(sender, self.ledger.status(producer, resend=verdict == "gap"))
         return None
 
-    def _train(self, X: np.ndarray, Y: np.ndarray, rows: list[int]) -> dict[int, InputError]:
-        """Train on checked rows; undo any message that leaves a weight non-finite.
+    def _train(self, X: np.ndarray, Y: np.ndarray, rows: list[int], keys: list[str | None]
+               ) -> dict[int, InputError]:
+        """Train checked rows, each message's on its model; the messages refused, by index.
 
-        ``rows`` are the messages' row counts. If the batch diverges, the model
-        from before it is restored and its messages trained one by one, so
-        only the ones that diverge are dropped (their errors are returned).
+        ``rows`` and ``keys``: each message's row count and model key (or None).
+
+        A message is refused if it has no model (``ManyModels.place``), or if it
+        diverges: if the batch leaves a weight non-finite, the models from
+        before it are restored and its messages trained one by one, so only the
+        ones that diverge are dropped.
         """
-        saved = self.net.state()
-        result = self.net.learn_checked(X, Y)
-        if self._finite():
+        rows = np.array(rows)
+        slots, errors = self.models.place(keys, rows)
+        if errors:  # their rows leave the batch
+            keep = np.repeat([j not in errors for j in range(len(keys))], rows)
+            X, Y, rows = X[keep], Y[keep], np.delete(rows, list(errors))
+            placed = [j for j in range(len(keys)) if j not in errors]
+        else:
+            placed = range(len(keys))
+        if not len(X):
+            return errors
+        saved = self.models.save(slots)
+        result = self.models.learn(X, Y, slots)
+        if self.models.finite(slots):
             self.metrics.update(result)
-            return {}
-        self.net = type(self.net).from_state(saved)
-        errors, start = {}, 0
-        for j, n in enumerate(rows):
-            saved = self.net.state()
-            result = self.net.learn_checked(X[start:start + n], Y[start:start + n])
-            if self._finite():
+            return errors
+        self.models.restore(saved)
+        for j, start, n in zip(placed, np.cumsum(rows) - rows, rows):
+            part = slice(start, start + n)
+            own = None if slots is None else slots[part]
+            saved = self.models.save(own)
+            result = self.models.learn(X[part], Y[part], own)
+            if self.models.finite(own):
                 self.metrics.update(result)
             else:
-                self.net = type(self.net).from_state(saved)
+                self.models.restore(saved)
                 errors[j] = InputError("diverged", "training on this message left non-finite "
                                        "weights; the model from before it was restored")
-            start += n
         return errors
-
-    def _finite(self) -> bool:
-        """Every weight of the model (of every member, in a race) is finite."""
-        return all(np.isfinite(m.params).all() for m in getattr(self.net, "members", [self.net]))
 
     def _reject(self, e: ValueError, frame: bytes, sender: bytes | None = None) -> None:
         reason = getattr(e, "reason", "invalid")
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
         body = _lenient_unpack(frame)  # name the sender when the frame is readable enough
         producer, seq = body.get("producer"), body.get("seq")
+        extra = {"model": body["model"]} if "model" in body else {}
         self._send(protocol.EVENTS, protocol.event_body(
-            "rejected", reason=reason, error=str(e), producer=producer, seq=seq))
+            "rejected", reason=reason, error=str(e), producer=producer, seq=seq, **extra))
         if sender is not None:  # the acknowledged ingest: the producer may forget it
             status = self.ledger.status(producer) if isinstance(producer, str) else {"v": 1}
             self._answer_producer(sender, {**status, "rejected": seq, "reason": reason,
@@ -312,27 +334,21 @@ class Trainer:
         envelope, request = frames[:-1], frames[-1]
         try:
             body = protocol.unpack(request)
-            op = body.get("op")
-            if op == "ping":
+            op, model = body.get("op"), body.get("model")
+            if op == "ping" and model is None:
                 reply = protocol.ok(version=self.version)
-            elif op == "snapshot":
-                reply = protocol.ok(**protocol.weights_body(self.net, self.version))
-            elif op == "stats":
+            elif op == "stats" and model is None:
                 reply = protocol.ok(**self.metrics_body())
-            elif op == "predict":
-                if "x" not in body:
-                    raise ValueError("predict needs 'x': a list of rows or a binary array")
-                X = self.net.check_inputs(protocol.decode_array("x", body["x"]))
-                outputs = self.net.predict(X)
-                reply = protocol.ok(outputs=protocol.encode_array(outputs),
-                                    classes=classify(outputs).tolist(), version=self.version)
+            elif op in ("ping", "stats", "snapshot", "predict", "models"):
+                reply = protocol.ok(**self.models.answer(op, body))
             elif op == "save":
-                if not self.checkpoint:
+                if not self.config.checkpoint:
                     raise ValueError("no checkpoint path: start the service with --checkpoint PATH")
                 self.save()
-                reply = protocol.ok(path=self.checkpoint, version=self.version)
+                reply = protocol.ok(path=self.config.checkpoint, version=self.version)
             else:
-                raise ValueError(f"unknown op {op!r}; expected ping, snapshot, stats, predict or save")
+                raise ValueError(f"unknown op {op!r}; expected ping, snapshot, stats, predict, "
+                                 "models or save")
         except ValueError as e:
             reply = protocol.error(str(e))
         self.control.send_multipart(envelope + [reply])
@@ -342,8 +358,11 @@ class Trainer:
     def metrics_body(self) -> dict:
         body = {"v": protocol.VERSION, "version": self.version, "ts": time.time(),
                 **self.metrics.summary(), "rejected": dict(self.rejected)}
-        if isinstance(self.net, Race):
-            body["race"] = self.net.summary()  # every member's figures and the leader
+        model = self.models.model
+        if isinstance(model, Race):
+            body["race"] = model.summary()  # every member's figures and the leader
+        if self.models.keyed:
+            body["models"] = len(model)
         return body
 
     def _send(self, topic: bytes, body: dict) -> None:
@@ -351,8 +370,7 @@ class Trainer:
 
     def publish_state(self, weights: bool = True) -> None:
         self.metrics.rate()
-        if weights:
-            self._send(protocol.WEIGHTS, protocol.weights_body(self.net, self.version))
+        self.models.publish(self._send, changed=weights)
         body = self.metrics_body()
         self._send(protocol.METRICS, body)
         if self.prometheus:
@@ -360,15 +378,15 @@ class Trainer:
 
     def save(self) -> None:
         """Checkpoint now; then every acknowledged producer learns what is durable."""
-        self.net.save(self.checkpoint, extra={"rejected": self.rejected,
-                                              "producers": self.ledger.handled})
+        checkpoint.write(self.config.checkpoint, self.models.state(),
+                         extra={"rejected": self.rejected, "producers": self.ledger.handled})
         self._undurable_messages = 0
         for sender, status in self.ledger.made_durable():
             self._answer_producer(sender, status)
 
     def close(self) -> None:
         """Final checkpoint and publish, then close every socket with a bounded linger."""
-        if self.checkpoint:
+        if self.config.checkpoint:
             self.save()
         self.publish_state()
         for sock in (self.samples, self.acked, self.control, self.publisher):
@@ -379,6 +397,14 @@ class Trainer:
         self.context.term()
         if self.prometheus:
             self.prometheus.close()
+
+
+def _decode(frame: bytes) -> protocol.Samples | protocol.ProtocolError:
+    """The frame's samples, or the error that rejects it."""
+    try:
+        return protocol.decode_samples(frame)
+    except protocol.ProtocolError as e:
+        return e
 
 
 def _lenient_unpack(frame: bytes) -> dict:

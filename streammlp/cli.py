@@ -10,13 +10,12 @@ import time
 
 import numpy as np
 
-from . import signals
+from . import protocol, signals
 from .client import Control, Producer, Subscriber
 from .display import LiveDisplay
 from .files import read_samples
 from .network import MLP
 
-INGEST, PUBLISH, CONTROL = "tcp://127.0.0.1:5555", "tcp://127.0.0.1:5556", "tcp://127.0.0.1:5557"
 RECV_TIMEOUT = 10.0  # seconds without a metrics message before demo/watch give up
 
 # Built-in tasks for the demo: stream, model options and the chance level.
@@ -218,7 +217,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(run=demo)
 
     p = commands.add_parser("watch", help=watch.__doc__)
-    p.add_argument("--publish", default=PUBLISH)
+    p.add_argument("--publish", default=protocol.PUBLISH_ENDPOINT)
     p.add_argument("--control", default=None, help="also ask for the current figures at once")
     p.add_argument("--jsonl", default=None, help="append every metrics message to this file")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
@@ -228,7 +227,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("feed", help=feed.__doc__)
     p.add_argument("file")
-    p.add_argument("--ingest", default=INGEST)
+    p.add_argument("--ingest", default=protocol.INGEST_ENDPOINT)
     p.add_argument("--target", default="output", help="name of the target column")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--rate", type=float, default=0, help="samples/s (0: no limit)")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import zmq
@@ -27,6 +27,7 @@ from . import protocol, security
 REQUEST_TIMEOUT = 2.0  # seconds a control request waits for its reply
 REQUEST_RETRIES = 3  # tries before a control request gives up
 DELIVERY_TIMEOUT_MS = 30_000  # how long closing a Producer waits for its messages to go out
+ALL_MODELS = "*"  # Subscriber(models=ALL_MODELS): every model of a keyed service
 CONNECT_TIMEOUT = 10.0  # seconds Producer.wait_connected waits for the service's handshake
 TOPICS = ("weights", "metrics", "events")  # what the service publishes
 
@@ -118,31 +119,34 @@ class Producer(_Client):
     trained: the service may still refuse a message (see its ``events``).
     """
 
-    def __init__(self, endpoint: str = "tcp://127.0.0.1:5555", binary: bool = True,
+    def __init__(self, endpoint: str = protocol.INGEST_ENDPOINT, binary: bool = True,
                  producer: str | None = None, timeout: float | None = None,
-                 context: zmq.Context | None = None, curve: tuple[str, str] | None = None) -> None:
+                 context: zmq.Context | None = None, curve: tuple[str, str] | None = None,
+                 model: str | None = None) -> None:
         # A context of its own, so that close() can wait for delivery by ending it: a socket's
         # linger is only honoured while its context is terminated, not at a bare process exit.
         super().__init__(context or zmq.Context(), curve)
         self._own_context = context is None
         self.endpoint, self.binary, self.producer, self.timeout = endpoint, binary, producer, timeout
+        self.model = None if model is None else protocol.check_key(model)
         self.seq = 0
         self.sent = 0  # messages handed to the socket
         self.socket = self._connect(zmq.PUSH, endpoint)
         if timeout is not None:
             self.socket.setsockopt(zmq.SNDTIMEO, int(timeout * 1000))
 
-    def send(self, X, y) -> None:
+    def send(self, X, y, model: str | None = None) -> None:
         """Send rows ``X`` with targets ``y`` (trained in order, one step each): one message, or
         several in order when the batch is over ``protocol.MAX_ROWS`` rows or
-        ``protocol.MAX_MESSAGE_BYTES``. ``ConnectionError`` if the service refused this
+        ``protocol.MAX_MESSAGE_BYTES``; for ``model`` (default: the producer's) on a keyed
+        service. ``ConnectionError`` if the service refused this
         producer's handshake, ``TimeoutError`` if a send blocked for ``timeout`` seconds."""
         self._handshakes()
         if self.refused and not self.connected:
             raise ConnectionError(f"{self.endpoint}: {self.refused}")
         for frame in protocol.encode_batch(X, y, producer=self.producer,
                                            seq=self.seq + 1 if self.producer else None,
-                                           binary=self.binary):
+                                           binary=self.binary, model=model or self.model):
             try:
                 self.socket.send(frame)
             except zmq.Again:
@@ -228,9 +232,10 @@ class ReliableProducer(_Client):
 
     def __init__(self, endpoint: str, producer: str, window: int = 1000, resend_after: float = 1.0,
                  timeout: float = 30.0, context: zmq.Context | None = None,
-                 curve: tuple[str, str] | None = None) -> None:
+                 curve: tuple[str, str] | None = None, model: str | None = None) -> None:
         super().__init__(context, curve)
         self.producer, self.window = producer, window
+        self.model = None if model is None else protocol.check_key(model)
         self.resend_after, self.timeout = resend_after, timeout
         self.seq = None  # last seq used; known once the service has answered the hello
         self.pending: dict[int, bytes] = {}  # seq -> frame, oldest first
@@ -249,12 +254,14 @@ class ReliableProducer(_Client):
                                         "hello": True}))
         self._wait(lambda: self.seq is not None, f"no answer from {endpoint}")
 
-    def send(self, X, y) -> None:
-        """Send rows ``X`` with targets ``y`` as one message; kept until durable."""
+    def send(self, X, y, model: str | None = None) -> None:
+        """Send rows ``X`` with targets ``y`` as one message, for ``model`` (default: the
+        producer's) on a keyed service; kept until durable."""
         self._wait(lambda: len(self.pending) < self.window,
                    f"{len(self.pending)} messages unacknowledged by {self.endpoint}")
         self.seq += 1
-        frame = protocol.encode_samples(X, y, producer=self.producer, seq=self.seq)
+        frame = protocol.encode_samples(X, y, producer=self.producer, seq=self.seq,
+                                        model=model or self.model)
         self.pending[self.seq] = frame
         self._send(frame)
         self._pump(0)
@@ -322,7 +329,7 @@ class Control(_Client):
     up to ``retries`` times, then ``TimeoutError``.
     """
 
-    def __init__(self, endpoint: str = "tcp://127.0.0.1:5557", timeout: float = REQUEST_TIMEOUT,
+    def __init__(self, endpoint: str = protocol.CONTROL_ENDPOINT, timeout: float = REQUEST_TIMEOUT,
                  retries: int = REQUEST_RETRIES, context: zmq.Context | None = None,
                  curve: tuple[str, str] | None = None) -> None:
         super().__init__(context, curve)
@@ -346,24 +353,40 @@ class Control(_Client):
         raise TimeoutError(f"no reply from {self.endpoint} to {op!r} after {self.retries} tries "
                            f"of {self.timeout} s; {self.refused or 'is the service running?'}")
 
-    def ping(self) -> int:
-        """The service's version (samples trained)."""
-        return self.request("ping")["version"]
+    # Every op below takes ``model``: on a keyed service, the model asked about (snapshot
+    # and predict need one); without it, ping and stats give the totals over every model.
 
-    def snapshot(self) -> protocol.Weights:
-        return protocol.decode_weights(self.request("snapshot"))
+    def ping(self, model: str | None = None) -> int:
+        """The service's version (samples trained), or one model's."""
+        return self.request("ping", **_model(model))["version"]
 
-    def stats(self) -> dict:
-        return self.request("stats")
+    def snapshot(self, model: str | None = None) -> protocol.Weights:
+        return protocol.decode_weights(self.request("snapshot", **_model(model)))
 
-    def predict(self, X) -> tuple[np.ndarray, np.ndarray]:
+    def stats(self, model: str | None = None) -> dict:
+        return self.request("stats", **_model(model))
+
+    def predict(self, X, model: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Outputs ``(n, outputs)`` and classes ``(n,)`` of the current model; no training."""
-        reply = self.request("predict", x=protocol.encode_array(np.asarray(X, dtype=np.float64)))
+        reply = self.request("predict", x=protocol.encode_array(np.asarray(X, dtype=np.float64)),
+                             **_model(model))
         return protocol.decode_array("outputs", reply["outputs"]), np.array(reply["classes"])
+
+    def models(self, offset: int = 0, limit: int = 100, sort: str = "model",
+               match: str | None = None) -> dict:
+        """A page of a keyed service's models: ``{"models": [figures...], "total", "offset"}``;
+        ``sort`` by ``model``, ``samples``, ``accuracy``, ``ew_accuracy`` or ``ew_loss``
+        (``-`` first for descending), ``match`` a substring of the keys."""
+        return self.request("models", offset=offset, limit=limit, sort=sort,
+                            **({} if match is None else {"match": match}))
 
     def save(self) -> str:
         """Checkpoint now; the path written."""
         return self.request("save")["path"]
+
+
+def _model(model: str | None) -> dict:
+    return {} if model is None else {"model": model}
 
 
 class Subscriber(_Client):
@@ -375,8 +398,14 @@ class Subscriber(_Client):
     joiner gets the current weights at once (the Clone pattern): it subscribes
     first, then asks for a snapshot, and drops published weights whose version
     is not newer than what it has. Versions count within one run of the
-    service (``Weights.run``): weights from a new run (a fresh start or a
+    service (``Weights.run``): weights from a new run (a fresh start, or a
     resume from an older checkpoint) are taken whatever their version.
+
+    On a keyed service, ``models`` selects the models: one key, several, or
+    ``ALL_MODELS``; their messages come as ``"weights"`` and ``"metrics"`` too,
+    each naming its ``model``, and the service's totals as ``"metrics"``
+    without one. A late joiner gets a snapshot of each model named (with
+    ``ALL_MODELS``, each model's next publish; ``Control.models`` lists them).
 
     Examples
     --------
@@ -385,25 +414,57 @@ class Subscriber(_Client):
     ...         print(weights.version)
     """
 
-    def __init__(self, publish: str = "tcp://127.0.0.1:5556", control: str | None = None,
+    def __init__(self, publish: str = protocol.PUBLISH_ENDPOINT, control: str | None = None,
                  topics: tuple[str, ...] = TOPICS, timeout: float | None = None,
-                 context: zmq.Context | None = None, curve: tuple[str, str] | None = None) -> None:
-        if isinstance(topics, str) or not set(topics) <= set(TOPICS) or not topics:
+                 context: zmq.Context | None = None, curve: tuple[str, str] | None = None,
+                 models: str | Sequence[str] | None = None) -> None:
+        if isinstance(topics, str) or not topics or not set(topics) <= set(TOPICS):
             raise ValueError(f"topics={topics!r}; expected a tuple of some of {TOPICS}, "
                              "such as ('weights',)")
         super().__init__(context, curve)
         self.endpoint, self.timeout = publish, timeout
-        self.version = -1  # newest weights version handed out
-        self.run: str | None = None  # ... in this run of the service
+        self.version = -1  # newest weights version handed out (unkeyed)
+        self.versions: dict[str, int] = {}  # ... of each model (keyed)
+        self.run: str | None = None  # the service run those versions count in
         self.socket = self._connect(zmq.SUB, publish)
+        keys = [models] if isinstance(models, str) and models != ALL_MODELS else models
         for topic in topics:
-            self.socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
+            if models is None or topic not in ("weights", "metrics"):
+                self.socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
+            elif models == ALL_MODELS:
+                self.socket.setsockopt(zmq.SUBSCRIBE, b"model/")
+            else:
+                for key in keys:
+                    self.socket.setsockopt(zmq.SUBSCRIBE,
+                                           protocol.model_topic(protocol.check_key(key), topic.encode()))
+        if models is not None and "metrics" in topics:  # the totals, exactly: not model/...
+            self.socket.setsockopt(zmq.SUBSCRIBE, protocol.METRICS)
         self._pending: list[tuple[str, object]] = []
-        if control is not None and "weights" in topics:
+        if control is not None and "weights" in topics and models != ALL_MODELS:
             with Control(control, context=self.context, curve=curve) as c:
-                snapshot = c.snapshot()
-            self._pending.append(("weights", snapshot))
-            self.version, self.run = snapshot.version, snapshot.run
+                for key in keys or [None]:
+                    try:
+                        snapshot = c.snapshot(key)
+                    except ServiceError:  # a model not created yet: its first publish will do
+                        if key is None:
+                            raise
+                        continue
+                    self._pending.append(("weights", snapshot))
+                    self._newer(snapshot.model, snapshot.version, snapshot.run)
+
+    def _newer(self, model: str | None, version: int, run: str | None) -> bool:
+        """Whether ``version`` is newer than what was handed out of that model; then note it.
+        A new run of the service starts every count afresh."""
+        if run != self.run:
+            self.run, self.version, self.versions = run, -1, {}
+        last = self.version if model is None else self.versions.get(model, -1)
+        if version <= last:
+            return False
+        if model is None:
+            self.version = version
+        else:
+            self.versions[model] = version
+        return True
 
     def recv(self, timeout: float | None = None) -> tuple[str, object]:
         """The next message; ``TimeoutError`` after ``timeout`` seconds (default: the constructor's)."""
@@ -420,13 +481,12 @@ class Subscriber(_Client):
                 raise TimeoutError(f"no message from {self.endpoint} within {timeout} s; {why}")
             topic, body = self.socket.recv_multipart()
             message = protocol.unpack(body)
-            if topic == protocol.WEIGHTS:
-                run = message.get("run")
-                if run == self.run and message["version"] <= self.version:
+            kind = topic.rsplit(b"/", 1)[-1]  # model/KEY/weights -> weights
+            if kind == protocol.WEIGHTS:
+                if not self._newer(message.get("model"), message["version"], message.get("run")):
                     continue  # older than the snapshot or a duplicate: never go backwards
-                self.version, self.run = message["version"], run  # a new run starts afresh
                 return "weights", protocol.decode_weights(message)
-            return topic.decode(), message
+            return kind.decode(), message
 
     def __iter__(self) -> Iterator[tuple[str, object]]:
         while True:

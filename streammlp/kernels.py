@@ -418,3 +418,59 @@ def ewma(values, mean, alpha):
     for v in values:
         mean = v if mean != mean else mean + alpha * (v - mean)
     return mean
+
+
+@functools.cache
+def fleet_learner(hidden: int, output: int, loss: int, scale: bool, dtype: str):
+    """The ``fleet`` kernel: rows of many networks of one architecture, in one call.
+
+    ``params`` (models, parameters) and ``scalers`` (models, 2, inputs) hold
+    every model; row ``n`` of ``X`` belongs to model ``slots[n]``. The rows are
+    taken in order, each trained by :func:`_learn_rows` on its own model,
+    exactly as that model would learn it alone: the model's parameters and
+    scaler are copied into ``work`` and ``work_scaler`` (``Ws``, ``bs`` are views
+    of ``work``), and back when the next row belongs to another model, so a
+    run of one model's rows is copied once. ``samples[s]`` counts model ``s``'s
+    rows (its scaler's too); ``loss_totals``, ``correct_totals``, ``ew_loss``
+    and ``ew_accuracy`` (weight ``alpha``, NaN before any row) are its
+    prequential figures. Per-row figures go to ``sample_loss``, ``predicted``
+    and ``actual``; returns the batch's ΣFE².
+    """
+    real = np.dtype(dtype).type
+
+    @njit(**JIT)
+    def fleet(params, scalers, slots, work, Ws, bs, work_scaler, use_bias, lr, X, Y, s_pre,
+              s_post, delta, sample_loss, predicted, actual, samples, loss_totals,
+              correct_totals, ew_loss, ew_accuracy, alpha):
+        one = real(1.0)
+        sse_total = 0.0
+        current = -1
+        for n in range(X.shape[0]):
+            s = slots[n]
+            if s != current:
+                if current >= 0:
+                    params[current, :] = work
+                    scalers[current] = work_scaler
+                work[:] = params[s]
+                work_scaler[...] = scalers[s]
+                current = s
+            sse_total += _learn_rows(hidden, output, loss, scale, False, Ws, bs, use_bias, lr,
+                                     X[n:n + 1], Y[n:n + 1], work_scaler, samples[s], s_pre,
+                                     s_post, delta, sample_loss[n:n + 1], sample_loss[n:n + 1],
+                                     predicted[n:n + 1], actual[n:n + 1], one)
+            samples[s] += 1
+            value = sample_loss[n]
+            hit = 1.0 if predicted[n] == actual[n] else 0.0
+            loss_totals[s] += value
+            correct_totals[s] += 1 if hit else 0
+            if ew_loss[s] != ew_loss[s]:  # NaN: the model's first row
+                ew_loss[s], ew_accuracy[s] = value, hit
+            else:
+                ew_loss[s] += alpha * (value - ew_loss[s])
+                ew_accuracy[s] += alpha * (hit - ew_accuracy[s])
+        if current >= 0:
+            params[current, :] = work
+            scalers[current] = work_scaler
+        return sse_total
+
+    return fleet

@@ -5,8 +5,9 @@ raw little-endian bytes, row-major, decoded with ``np.frombuffer`` (no
 per-element Python work). Plain lists of numbers are accepted too.
 
 - Ingest (PUSH -> PULL), one frame: ``{"v": 1, "x": X, "y": Y}`` with optional
-  ``"producer": str`` and ``"seq": int``.
-- Publish (PUB -> SUB), two frames ``[topic, body]``: ``weights``, ``metrics``, ``events``.
+  ``"producer": str``, ``"seq": int`` and ``"model": str`` (the key, ``--keyed``).
+- Publish (PUB -> SUB), two frames ``[topic, body]``: ``weights``, ``metrics``, ``events``;
+  a keyed service's models on ``model/KEY/weights`` and ``model/KEY/metrics``.
 - Control (REQ/DEALER -> ROUTER): ``{"op": ...}`` -> ``{"ok": true, ...}`` or
   ``{"ok": false, "error": "..."}``.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import time
 from dataclasses import dataclass
 from typing import Iterator, NamedTuple
@@ -27,9 +29,15 @@ import numpy as np
 from .network import InputError
 
 VERSION = 1
+# Where the service binds by default, and where the clients and commands look for it.
+INGEST_ENDPOINT = "tcp://127.0.0.1:5555"
+PUBLISH_ENDPOINT = "tcp://127.0.0.1:5556"
+CONTROL_ENDPOINT = "tcp://127.0.0.1:5557"
 WEIGHTS, METRICS, EVENTS = b"weights", b"metrics", b"events"
 MAX_MESSAGE_BYTES = 64 << 20  # ZMQ_MAXMSGSIZE on every socket that takes input
 MAX_ROWS = 1 << 20  # samples in one message
+MODEL_KEY = re.compile(r"[A-Za-z0-9._-]{1,128}")  # what a model key may be
+DEFAULT_MODEL = "default"  # the model of a message that names none, on a keyed service
 ARRAY_DTYPES = ("<f4", "<f8", "<i4", "<i8")
 EXACT_INT = 1 << 53  # integers up to this magnitude are exact as float64
 _ARRAY_DTYPES = {name: np.dtype(name) for name in ARRAY_DTYPES}
@@ -39,6 +47,14 @@ class ProtocolError(InputError):
     """A message that cannot be decoded; ``reason`` is the short name it is counted under."""
 
 
+def check_key(key) -> str:
+    """``key`` if it is a valid model key, else ``ProtocolError`` (reason ``bad_model``)."""
+    if not isinstance(key, str) or not MODEL_KEY.fullmatch(key):
+        raise ProtocolError("bad_model", f"model key {key!r} is not 1-128 characters of A-Z a-z "
+                            "0-9 . _ -; name the model with those")
+    return str(key)
+
+
 class Samples(NamedTuple):
     """A decoded ingest message (arrays not yet checked against any network)."""
 
@@ -46,6 +62,7 @@ class Samples(NamedTuple):
     y: np.ndarray
     producer: str | None = None
     seq: int | None = None
+    model: str | None = None  # the model key (keyed services)
 
 
 # -- arrays ----------------------------------------------------------------------------------
@@ -160,8 +177,11 @@ def _why(e: Exception) -> str:
 # -- ingest --------------------------------------------------------------------------------------
 
 def encode_samples(X, y, producer: str | None = None, seq: int | None = None,
-                   binary: bool = True) -> bytes:
-    """An ingest message: binary arrays by default, plain lists with ``binary=False``."""
+                   binary: bool = True, model: str | None = None) -> bytes:
+    """An ingest message: binary arrays by default, plain lists with ``binary=False``.
+
+    ``model`` goes last, so that a producer's frames for many keys differ only in
+    their payloads and that last string (see :class:`FrameTemplate`)."""
     body: dict = {"v": VERSION}
     if binary:
         body["x"], body["y"] = encode_array(X), encode_array(y)
@@ -171,11 +191,13 @@ def encode_samples(X, y, producer: str | None = None, seq: int | None = None,
         body["producer"] = producer
     if seq is not None:
         body["seq"] = seq
+    if model is not None:
+        body["model"] = check_key(model)
     return pack(body)
 
 
 def encode_batch(X, y, producer: str | None = None, seq: int | None = None,
-                 binary: bool = True) -> Iterator[bytes]:
+                 binary: bool = True, model: str | None = None) -> Iterator[bytes]:
     """Ingest frames for any number of rows: one, or several in order, each within
     ``MAX_ROWS`` rows and ``MAX_MESSAGE_BYTES`` (``seq``, if given, numbers them up from it).
 
@@ -185,7 +207,7 @@ def encode_batch(X, y, producer: str | None = None, seq: int | None = None,
     X, y = np.asarray(X), np.asarray(y)
     n = len(X) if X.ndim else 0
     if n <= MAX_ROWS:
-        frame = encode_samples(X, y, producer, seq, binary)
+        frame = encode_samples(X, y, producer, seq, binary, model)
         if len(frame) <= MAX_MESSAGE_BYTES:
             yield frame
             return
@@ -196,13 +218,13 @@ def encode_batch(X, y, producer: str | None = None, seq: int | None = None,
     # At most 9 bytes per number in either encoding (msgpack float64; binary <f8 is 8), 10 per row
     # for list headers, and room for the map around them.
     per_row = 9 * (X.size + y.size) // n + 10
-    rows = min(MAX_ROWS, (MAX_MESSAGE_BYTES - 256 - len(producer or "")) // per_row)
+    rows = min(MAX_ROWS, (MAX_MESSAGE_BYTES - 512 - len(producer or "")) // per_row)
     if rows < 1:
         raise ValueError(f"one row of X takes about {per_row:,} bytes; a message holds at most "
                          f"{MAX_MESSAGE_BYTES:,}")
     for part, start in enumerate(range(0, n, rows)):
         yield encode_samples(X[start:start + rows], y[start:start + rows], producer,
-                             None if seq is None else seq + part, binary)
+                             None if seq is None else seq + part, binary, model)
 
 
 def _as_list(a) -> list:
@@ -229,6 +251,9 @@ def decode_samples(frame: bytes) -> Samples:
         raise ProtocolError("bad_message", f"producer is {type(producer).__name__}; expected str")
     if seq is not None and type(seq) is not int:
         raise ProtocolError("bad_message", f"seq is {type(seq).__name__}; expected int")
+    model = body.get("model")
+    if model is not None:
+        check_key(model)
     x, y = decode_array("x", x), decode_array("y", y)
     if len(x) > MAX_ROWS:
         raise ProtocolError("too_large", f"message has {len(x):,} rows; at most {MAX_ROWS:,} "
@@ -237,7 +262,7 @@ def decode_samples(frame: bytes) -> Samples:
         raise ProtocolError("empty", "x has no rows; send at least one")
     _check_exact("x", x)
     _check_exact("y", y)
-    return Samples(x, y, producer, seq)
+    return Samples(x, y, producer, seq, model)
 
 
 class FrameTemplate:
@@ -250,6 +275,12 @@ class FrameTemplate:
     stream of small messages) is decoded in one numpy step instead of one
     :func:`decode_samples` each, about 50x less work per message, straight from
     the buffer they were received into.
+
+    A frame whose last value is its ``model`` key (as :func:`encode_samples`
+    writes it) may differ in that key too, in length as well: every frame must
+    then equal the template up to the key's string header, and end with a key
+    of the length that header gives; ``decode`` returns the keys as a tuple in
+    ``model``, one per frame.
 
     Raises ``ProtocolError`` if the frame is not a valid ingest message whose
     ``x`` is ``(n, d)`` and ``y`` ``(n,)`` or ``(n, k)`` binary arrays, n >= 1.
@@ -265,17 +296,34 @@ class FrameTemplate:
         if set(spans) != {"x", "y"}:
             raise ProtocolError("bad_message", "a template needs x and y as binary arrays")
         (xs, xe), (ys, ye) = sorted(spans.values())
+        # Where the fixed bytes end: the frame's end, or the header of a last "model" value.
+        self.key_at = len(frame)
+        model = self.message.model
+        last = _MODEL_FIELD + msgpack.packb(model) if model else b""
+        if model and len(model) < 32 and frame.endswith(last) and len(frame) - len(last) >= ye:
+            self.key_at = len(frame) - len(last) + len(_MODEL_FIELD)  # fixstr: a 1-byte header
         self.frame, self.size = np.frombuffer(frame, np.uint8), len(frame)
-        self.fixed = [(0, xs), (xe, ys), (ye, len(frame))]  # every byte outside the payloads
+        self.fixed = [(0, xs), (xe, ys), (ye, self.key_at)]  # every byte outside the payloads
         self.spans = spans
 
     def decode(self, data, lengths: list[int]) -> Samples | None:
         """The samples of frames laid back to back in ``data`` (any buffer), of ``lengths``
         bytes each, as one message in order; None unless every frame fits."""
-        m = len(lengths)
-        if any(n != self.size for n in lengths):
-            return None
-        rows = np.frombuffer(data, np.uint8, count=m * self.size).reshape(m, self.size)
+        m, buffer = len(lengths), np.frombuffer(data, np.uint8)
+        if self.key_at == self.size:
+            if any(n != self.size for n in lengths):
+                return None
+            rows = buffer[:m * self.size].reshape(m, self.size)
+        else:
+            ends = np.cumsum(lengths)
+            starts = ends - lengths
+            if (ends - starts <= self.key_at).any():
+                return None
+            rows = buffer[starts[:, None] + np.arange(self.key_at + 1)]  # up to the key's header
+            key_lengths = rows[:, -1].astype(np.int64) - 0xa0  # fixstr: 0xa0 | length
+            if ((key_lengths < 1) | (key_lengths > 31)
+                    | (ends - starts != self.key_at + 1 + key_lengths)).any():
+                return None
         if not all((rows[:, a:b] == self.frame[a:b]).all() for a, b in self.fixed):
             return None
         x, y = (self._stack(rows, name) for name in ("x", "y"))
@@ -284,7 +332,14 @@ class FrameTemplate:
             _check_exact("y", y)
         except ProtocolError:  # one of them needs its own verdict
             return None
-        return self.message._replace(x=x, y=y)
+        if self.key_at == self.size:
+            return self.message._replace(x=x, y=y)
+        raw = bytes(data[:int(ends[-1])])
+        keys = tuple(raw[a:b].decode("ascii", "replace")
+                     for a, b in zip((starts + self.key_at + 1).tolist(), ends.tolist()))
+        if not all(MODEL_KEY.fullmatch(key) for key in keys):
+            return None
+        return self.message._replace(x=x, y=y, model=keys)
 
     def _stack(self, rows: np.ndarray, name: str) -> np.ndarray:
         """One payload of every frame as one array: the template's rows, m times over."""
@@ -293,6 +348,9 @@ class FrameTemplate:
         # Reshape copies the strided payloads if a frame holds several rows; with one row per
         # frame it returns a view of ``data``, which the network's checks copy before training.
         return rows[:, start:stop].view(a.dtype).reshape((len(rows) * len(a),) + a.shape[1:])
+
+
+_MODEL_FIELD = msgpack.packb("model")  # the field name before a frame's last value, its key
 
 
 def _payload_spans(frame: bytes) -> dict[str, tuple[int, int]]:
@@ -352,6 +410,7 @@ class Weights:
     scaler_mean: np.ndarray | None = None  # inputs are used as (x - mean) / sqrt(var), 0 where var is 0
     scaler_var: np.ndarray | None = None
     member: int | None = None  # with --race: which member leads
+    model: str | None = None  # the model's key, on a keyed service
     run: str | None = None  # the service run these versions count in
 
 
@@ -363,7 +422,19 @@ def decode_weights(body: dict) -> Weights:
                    activation=body["activation"], output=body["output"],
                    scaler_mean=decode_array("mean", scaler["mean"]) if scaler else None,
                    scaler_var=decode_array("var", scaler["var"]) if scaler else None,
-                   member=body.get("member"), run=body.get("run"))
+                   member=body.get("member"), model=body.get("model"),
+                   run=body.get("run"))
+
+
+def model_topic(key: str, kind: bytes) -> bytes:
+    """A keyed model's topic, ``model/KEY/weights``: the ``/`` cannot occur in a key, so
+    subscribing to ``model/KEY/`` selects exactly one model, ``model/`` all of them."""
+    return b"model/" + key.encode() + b"/" + kind
+
+
+def model_metrics_body(figures: dict) -> dict:
+    """The ``metrics`` message of one model of a keyed service (see ``Fleet.figures``)."""
+    return {"v": VERSION, "ts": time.time(), **figures}
 
 
 def event_body(kind: str, **fields) -> dict:

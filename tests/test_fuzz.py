@@ -64,10 +64,13 @@ def alike_frames(draw):
     x_dtype, y_dtype = draw(st.sampled_from(["<f8", "<f4"])), draw(st.sampled_from(["<f8", "<i8"]))
     y_shape = draw(st.sampled_from([(n,), (n, 2)]))
     producer = draw(st.none() | st.just("sensor-1"))
+    key = st.text("ab.-_9", min_size=1, max_size=draw(st.sampled_from([3, 40])))
+    models = draw(st.none() | st.lists(key, min_size=m, max_size=m))  # keys of any length
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     frames = [protocol.encode_samples(rng.normal(size=(n, d)).astype(x_dtype),
-                                      rng.integers(0, 2, y_shape).astype(y_dtype), producer=producer)
-              for _ in range(m)]
+                                      rng.integers(0, 2, y_shape).astype(y_dtype), producer=producer,
+                                      model=models and models[i])
+              for i in range(m)]
     edits = draw(st.lists(st.tuples(st.integers(0, m - 1), st.integers(0, 10**6), st.integers(0, 255)),
                           max_size=3))
     template = frames[0]
@@ -88,16 +91,28 @@ def test_a_frame_template_decodes_exactly_what_decode_samples_does(case):
     template, frames, edited = case
     template = protocol.FrameTemplate(template)  # made from the first frame, before any edit
     run = template.decode(b"".join(frames), [len(frame) for frame in frames])
+    one_by_one = [protocol.decode_samples(frame) for frame in frames if valid(frame)]
+    keys = [m.model for m in one_by_one]
     if run is None:
-        assert edited, "frames alike but for their numbers must decode"
+        # Alike but for their numbers, and keys of under 32 characters, must decode.
+        assert edited or max(map(len, keys), default=0) >= 32 and len(set(keys)) > 1
         return
-    one_by_one = [protocol.decode_samples(frame) for frame in frames]  # raises if one is not valid
+    assert len(one_by_one) == len(frames)  # a template never takes an invalid frame
     for name in "xy":
         expected = np.concatenate([getattr(m, name) for m in one_by_one])
         got = getattr(run, name)
         assert got.dtype == expected.dtype and got.shape == expected.shape
         assert got.tobytes() == expected.tobytes()  # bit for bit, NaN payloads too
     assert run.producer == one_by_one[0].producer
+    assert (list(run.model) if isinstance(run.model, tuple) else [run.model] * len(frames)) == keys
+
+
+def valid(frame: bytes) -> bool:
+    try:
+        protocol.decode_samples(frame)
+        return True
+    except protocol.ProtocolError:
+        return False
 
 
 def hostile_frames(rng: np.random.Generator, count: int) -> list[bytes]:

@@ -1,0 +1,231 @@
+"""What the trainer trains: one model, or one per key (``--keyed``), behind one interface.
+
+The trainer decodes, checks and sequences messages the same way for both; it
+asks its models to ``place`` the checked messages (which model each row goes
+to), ``learn`` them, and undo (``save``/``restore``) a batch that diverged.
+Publishing and the model-specific control ops differ, and live here too.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import numpy as np
+
+from streammlp import protocol
+from streammlp.fleet import Fleet, RaceFleet
+from streammlp.network import MLP, InputError, Prequential, classify
+from streammlp.race import Race
+
+# Models whose weights and figures are published per second at most (a tick sends its share):
+# each costs two messages and ~30 us, so publishing stays a few % of the service's time
+# however many models change.
+PUBLISH_MODELS_PER_S = 1000
+MODELS_PAGE = 100  # models a `models` request lists by default ...
+MAX_MODELS_PAGE = 1000  # ... and at most
+SORTS = ("model", "samples", "accuracy", "ew_accuracy", "ew_loss")  # `models` sort keys
+
+
+class OneModel:
+    """The service's single network (or race): every message trains it."""
+
+    keyed = False
+
+    def __init__(self, net: MLP | Race) -> None:
+        self.net = net
+
+    @property
+    def model(self) -> MLP | Race:
+        """What checks the messages (and is checkpointed)."""
+        return self.net
+
+    @property
+    def version(self) -> int:
+        return self.net.samples
+
+    def place(self, keys: list[str | None], rows: np.ndarray) -> tuple[None, dict[int, InputError]]:
+        """Every message goes to the one model; one that names a model (``keys[j]``) is refused."""
+        return None, {j: InputError("bad_model", f"this service trains one model; the message "
+                                    f"names model {key!r} (start the service with --keyed, "
+                                    "or drop 'model')")
+                      for j, key in enumerate(keys) if key is not None}
+
+    def learn(self, X: np.ndarray, Y: np.ndarray, slots: None) -> Prequential:
+        return self.net.learn_checked(X, Y)
+
+    def save(self, slots: None) -> dict:
+        return self.net.state()
+
+    def restore(self, saved: dict) -> None:
+        self.net = type(self.net).from_state(saved)
+
+    def finite(self, slots: None) -> bool:
+        """Every weight of the model (of every member, in a race) is finite."""
+        return all(np.isfinite(m.params).all() for m in getattr(self.net, "members", [self.net]))
+
+    def publish(self, send, changed: bool) -> None:
+        if changed:
+            send(protocol.WEIGHTS, protocol.weights_body(self.net, self.version))
+
+    def answer(self, op: str, body: dict) -> dict:
+        """The reply fields of a model op: ``snapshot`` or ``predict``."""
+        if body.get("model") is not None:
+            raise ValueError("this service trains one model (it was not started with --keyed); "
+                             "drop 'model'")
+        if op == "snapshot":
+            return protocol.weights_body(self.net, self.version)
+        if op == "predict":
+            return _prediction(self.net.predict, self.net, body, self.version)
+        raise ValueError("'models' lists the models of a keyed service (streammlp serve "
+                         "--keyed); this one trains one model")
+
+    def state(self) -> dict:
+        return self.net.state()
+
+    def totals(self) -> tuple[int, float, int]:
+        """Samples, summed loss and correct rows over everything learned."""
+        return self.net.samples, self.net.loss_total, self.net.correct_total
+
+
+class ManyModels:
+    """A model per key, created from a template on the key's first message (a fleet).
+
+    ``send(topic, body)`` publishes: a new model's weights go out at once, with
+    version 0; afterwards only models that learned since their last publish are
+    published, the longest waiting first, at most ``PUBLISH_MODELS_PER_S`` a
+    second (each tick sends its share).
+    """
+
+    keyed = True
+
+    def __init__(self, fleet: Fleet | RaceFleet, send) -> None:
+        self.fleet, self.send = fleet, send
+        self.samples = fleet.totals()[0]
+        self.changed: dict[int, None] = {}  # slots learned since their last publish, oldest first
+        self._published_at = time.monotonic()
+
+    @property
+    def model(self) -> Fleet | RaceFleet:
+        return self.fleet
+
+    @property
+    def version(self) -> int:
+        return self.samples
+
+    def place(self, keys: list[str | None], rows: np.ndarray) -> tuple[np.ndarray, dict[int, InputError]]:
+        """The slot of every row of messages of ``keys`` and ``rows`` (models created as
+        needed), and the messages refused: a new key when the fleet is full."""
+        slots, refused = [], {}
+        known = self.fleet.slots
+        for j, key in enumerate(keys):
+            key = protocol.DEFAULT_MODEL if key is None else key
+            slot = known.get(key)
+            if slot is None:
+                try:
+                    slot = self.fleet.slot(key)
+                except InputError as e:
+                    refused[j] = e
+                    continue
+                self._publish(slot)  # version 0: before any step
+            slots.append(slot)
+        if refused:
+            rows = np.delete(rows, list(refused))
+        return np.repeat(np.array(slots, dtype=np.int64), rows), refused
+
+    def learn(self, X: np.ndarray, Y: np.ndarray, slots: np.ndarray) -> Prequential:
+        result = self.fleet.learn_checked(X, Y, slots)
+        self.samples += len(X)
+        self.changed.update(dict.fromkeys(np.unique(slots).tolist()))
+        return result
+
+    def save(self, slots: np.ndarray):
+        return self.fleet.save_models(slots), self.samples
+
+    def restore(self, saved) -> None:
+        models, self.samples = saved
+        self.fleet.restore_models(models)
+
+    def finite(self, slots: np.ndarray) -> bool:
+        return self.fleet.finite(slots)
+
+    def publish(self, send, changed: bool) -> None:
+        now = time.monotonic()
+        share = max(1, int(PUBLISH_MODELS_PER_S * (now - self._published_at)))
+        self._published_at = now
+        for slot in list(itertools.islice(self.changed, share)):
+            del self.changed[slot]
+            self._publish(slot)
+
+    def _publish(self, slot: int) -> None:
+        key, figures = self.fleet.keys[slot], self.fleet.figures(slot)
+        weights = protocol.weights_body(self.fleet.view(slot), figures["version"])
+        self.send(protocol.model_topic(key, protocol.WEIGHTS), {**weights, "model": key})
+        self.send(protocol.model_topic(key, protocol.METRICS), protocol.model_metrics_body(figures))
+
+    def answer(self, op: str, body: dict) -> dict:
+        """The reply fields of a model op: ``snapshot``, ``predict``, ``stats`` of one
+        model, or ``models``."""
+        if op == "models":
+            return self._list(body)
+        slot = self._slot(body.get("model"), op)
+        figures = self.fleet.figures(slot)
+        if op == "snapshot":
+            return {**protocol.weights_body(self.fleet.view(slot), figures["version"]),
+                    "model": figures["model"]}
+        if op == "predict":
+            return {**_prediction(lambda X: self.fleet.predict(slot, X), self.fleet, body,
+                                  figures["version"]), "model": figures["model"]}
+        return protocol.model_metrics_body(figures)  # stats, ping of one model
+
+    def _slot(self, key, op: str) -> int:
+        if key is None:
+            raise ValueError(f"this service is keyed: {op} needs 'model' (the op 'models' "
+                             "lists them)")
+        slot = self.fleet.slots.get(key)
+        if slot is None:
+            raise ValueError(f"no model {key!r}; it is created by its first message (the op "
+                             "'models' lists those there are)")
+        return slot
+
+    def _list(self, body: dict) -> dict:
+        """A page of models: ``offset``, ``limit``, ``sort`` (a field of ``SORTS``, ``-`` first
+        for descending) and ``match`` (a substring of the key)."""
+        offset, limit = body.get("offset", 0), body.get("limit", MODELS_PAGE)
+        sort, match = body.get("sort", "model"), body.get("match")
+        if type(offset) is not int or offset < 0:
+            raise ValueError(f"offset {offset!r}: expected a whole number >= 0")
+        if type(limit) is not int or not 0 < limit <= MAX_MODELS_PAGE:
+            raise ValueError(f"limit {limit!r}: expected 1 to {MAX_MODELS_PAGE}")
+        if sort not in SORTS and not (isinstance(sort, str) and sort[1:] in SORTS and sort[0] == "-"):
+            raise ValueError(f"sort {sort!r}: expected one of {', '.join(SORTS)}, '-' first for "
+                             "descending")
+        if match is not None and type(match) is not str:
+            raise ValueError(f"match {match!r}: expected a string")
+        keys = self.fleet.keys
+        slots = np.array([s for s, k in enumerate(keys) if match in k] if match else
+                         range(len(keys)), dtype=np.int64)
+        field, descending = sort.lstrip("-"), sort.startswith("-")
+        if field == "model":
+            order = sorted(slots.tolist(), key=keys.__getitem__, reverse=descending)
+        else:
+            values = self.fleet.column(field)[slots]
+            values = np.where(np.isnan(values), -np.inf, values)  # no figures yet: lowest
+            order = slots[np.argsort(-values if descending else values, kind="stable")].tolist()
+        page = order[offset:offset + limit]
+        return {"models": [self.fleet.figures(int(s)) for s in page], "total": len(order),
+                "offset": offset}
+
+    def state(self) -> dict:
+        return self.fleet.state()
+
+    def totals(self) -> tuple[int, float, int]:
+        return self.fleet.totals()
+
+
+def _prediction(predict, model, body: dict, version: int) -> dict:
+    if "x" not in body:
+        raise ValueError("predict needs 'x': a list of rows or a binary array")
+    outputs = predict(model.check_inputs(protocol.decode_array("x", body["x"])))
+    return {"outputs": protocol.encode_array(outputs), "classes": classify(outputs).tolist(),
+            "version": version}

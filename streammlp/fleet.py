@@ -1,0 +1,386 @@
+"""A fleet: one model per key (a sensor, a channel, a machine), all of one architecture.
+
+Each model learns its own rows in order, one exact gradient step each, as it
+would alone: ``Fleet.learn(keys, X, y)`` gives every model the same weights as
+``MLP.learn`` on that key's rows. The models' parameters live in one
+``(models, parameters)`` buffer and a batch of interleaved rows is trained in
+one compiled call (``kernels.fleet_learner``), so many small models train at
+nearly the speed of one. :class:`RaceFleet` does the same for a
+:class:`~streammlp.race.Race` per key, one call per model.
+
+Model ``key`` starts from the weights of seed :func:`model_seed` ``(seed, key)``,
+the same on every machine and after every restart, so any model's run can be
+reproduced in-process with ``MLP(..., seed=model_seed(seed, key))``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from . import kernels
+from .network import ACTIVATIONS, LOSSES, MLP, OUTPUTS, InputError, Prequential
+from .protocol import check_key
+from .race import Race
+
+WINDOW = 1000  # samples over which each model's figures are exponentially weighted
+
+
+def model_seed(seed: int | None, key: str) -> int:
+    """The seed of model ``key``'s initial weights: the first 8 bytes, little-endian, of
+    BLAKE2b over ``f"{seed}/{key}"`` (``seed`` None counts as 0).
+
+    >>> model_seed(0, "sensor-1") == model_seed(None, "sensor-1") != model_seed(1, "sensor-1")
+    True
+    """
+    digest = hashlib.blake2b(f"{seed or 0}/{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+@dataclass(frozen=True)
+class ModelView:
+    """One model of a fleet as the ``weights`` message reads it: views, no copies."""
+
+    weights: list[np.ndarray]
+    biases: list[np.ndarray]
+    activation: str
+    output: str
+    scaler_mean: np.ndarray | None
+    scaler_var: np.ndarray | None
+    leader: int | None = None
+
+
+class _Keys:
+    """What both fleets share: keys and slots, creation, the checks, per-model figures."""
+
+    def __init__(self, template: MLP | Race, seed: int | None, window: int, max_models: int | None):
+        self.template, self.seed, self.window, self.max_models = template, seed, window, max_models
+        self.keys: list[str] = []
+        self.slots: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.slots
+
+    def slot(self, key: str) -> int:
+        """The slot of model ``key``, created from the template if new; ``InputError``
+        (``too_many_models``) when ``max_models`` are held already."""
+        slot = self.slots.get(key)
+        if slot is None:
+            check_key(key)
+            if self.max_models is not None and len(self.keys) >= self.max_models:
+                raise InputError("too_many_models", f"model {key!r} would be model "
+                                 f"{len(self.keys) + 1:,}; this fleet holds at most "
+                                 f"{self.max_models:,} (raise --max-models)")
+            slot = self.slots[key] = len(self.keys)
+            self.keys.append(key)
+            self._add(key)
+        return slot
+
+    def check_inputs(self, X) -> np.ndarray:
+        return self.template.check_inputs(X)
+
+    def check_targets(self, y, n: int) -> np.ndarray:
+        return self.template.check_targets(y, n)
+
+    def check_many(self, messages):
+        return self.template.check_many(messages)
+
+    @property
+    def n_inputs(self) -> int:
+        return self.template.n_inputs
+
+    @property
+    def n_outputs(self) -> int:
+        return self.template.n_outputs
+
+    def learn(self, keys: Sequence[str], X, y) -> Prequential:
+        """Train row ``n`` of ``X`` on model ``keys[n]``, in order; everything checked first."""
+        X = self.check_inputs(X)
+        Y = self.check_targets(y, len(X))
+        if len(keys) != len(X):
+            raise InputError("shape", f"{len(keys)} keys for {len(X)} rows; pass one key per row")
+        for key in set(keys):
+            check_key(key)
+        return self.learn_checked(X, Y, np.array([self.slot(k) for k in keys], dtype=np.int64))
+
+
+class Fleet(_Keys):
+    """Networks of one architecture, one per key, parameters in one buffer.
+
+    Parameters
+    ----------
+    template
+        An untrained :class:`MLP` whose spec (not weights) every model takes.
+    seed
+        Model ``key`` starts from ``model_seed(seed, key)``.
+    window
+        Each model's ``ew_loss`` and ``ew_accuracy`` weigh a sample ``t`` rows old
+        by ``(1 - 1/window)**t``.
+    max_models
+        Refuse new keys beyond this many (``None``: no bound).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> fleet = Fleet(MLP([3, 4, 1], lr=1.0, bias=False), seed=0)
+    >>> X = np.random.default_rng(1).uniform(-1, 1, (4, 3))
+    >>> result = fleet.learn(["a", "b", "a", "c"], X, X[:, 0] >= 0)
+    >>> len(fleet), fleet.figures(fleet.slot("a"))["samples"]
+    (3, 2)
+    >>> alone = MLP([3, 4, 1], lr=1.0, bias=False, seed=model_seed(0, "a"))
+    >>> _ = alone.learn(X[[0, 2]], X[[0, 2], 0] >= 0)
+    >>> np.array_equal(alone.params, fleet.net("a").params)
+    True
+    """
+
+    def __init__(self, template: MLP, seed: int | None = None, window: int = WINDOW,
+                 max_models: int | None = None) -> None:
+        if not isinstance(template, MLP):
+            raise TypeError(f"template={template!r}; expected an MLP (a Race per key: RaceFleet)")
+        super().__init__(template, seed, window, max_models)
+        self.spec = {k: v for k, v in template.spec().items() if k != "seed"}
+        # The work model: each row's model is copied into its buffers to be trained.
+        self._work = MLP(**self.spec)
+        P, d = self._work.params.size, self._work._scaler.shape[1]
+        self.params = np.zeros((0, P), dtype=self._work.params.dtype)
+        self.scalers = np.zeros((0, 2, d))
+        self.samples = np.zeros(0, dtype=np.int64)
+        self.loss_totals = np.zeros(0)
+        self.correct_totals = np.zeros(0, dtype=np.int64)
+        self.ew_loss, self.ew_accuracy = np.zeros(0), np.zeros(0)
+        w = self._work
+        self._fleet = kernels.fleet_learner(ACTIVATIONS[w.activation], OUTPUTS[w.output],
+                                            LOSSES[w.loss], w.scale is not None, w.dtype)
+
+    def __repr__(self) -> str:
+        return f"Fleet({len(self)} models of {self._work!r})"
+
+    _ARRAYS = ("params", "scalers", "samples", "loss_totals", "correct_totals", "ew_loss",
+               "ew_accuracy")
+
+    def _add(self, key: str) -> None:
+        """Room for one more model (capacity doubles), then its initial state."""
+        n = len(self.keys)
+        if n > len(self.params):
+            for name in self._ARRAYS:
+                old = getattr(self, name)
+                new = np.zeros((max(2 * len(old), 16),) + old.shape[1:], dtype=old.dtype)
+                new[:len(old)] = old
+                setattr(self, name, new)
+        s = n - 1
+        self.params[s] = MLP(**{**self.spec, "seed": model_seed(self.seed, key)}).params
+        self.scalers[s] = 0.0
+        self.samples[s] = self.correct_totals[s] = 0
+        self.loss_totals[s] = 0.0
+        self.ew_loss[s] = self.ew_accuracy[s] = np.nan
+
+    def learn_checked(self, X: np.ndarray, Y: np.ndarray, slots: np.ndarray) -> Prequential:
+        """:meth:`learn` for checked arrays and the rows' slots (int64, one per row)."""
+        n, w = len(X), self._work
+        sample_loss = np.empty(n)
+        predicted, actual = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+        sse = self._fleet(self.params, self.scalers, slots, w.params, w._Ws, w._bs, w._scaler,
+                          w.bias, w.params.dtype.type(w.lr), X, Y, w._s_pre, w._s_post, w._delta,
+                          sample_loss, predicted, actual, self.samples, self.loss_totals,
+                          self.correct_totals, self.ew_loss, self.ew_accuracy, 1.0 / self.window)
+        return Prequential(n=n, sse=float(sse), loss=float(sample_loss.sum()),
+                           correct=int(np.count_nonzero(predicted == actual)),
+                           sample_loss=sample_loss, predicted=predicted, actual=actual)
+
+    def net(self, key: str) -> MLP:
+        """Model ``key`` as a network of its own (a copy)."""
+        s = self.slots[key]
+        net = MLP(**{**self.spec, "seed": model_seed(self.seed, key)})
+        net.params[...] = self.params[s]
+        if net.scale:
+            net._scaler[...] = self.scalers[s]
+            net.scaler_count = int(self.samples[s])
+        net.samples, net.correct_total = int(self.samples[s]), int(self.correct_totals[s])
+        net.loss_total = float(self.loss_totals[s])
+        return net
+
+    def predict(self, slot: int, X) -> np.ndarray:
+        """Model ``slot``'s outputs for the rows of ``X``; no training."""
+        w = self._work
+        w.params[...] = self.params[slot]
+        w._scaler[...] = self.scalers[slot]
+        w.scaler_count = int(self.samples[slot])
+        return w.predict(X)
+
+    def view(self, slot: int) -> ModelView:
+        """Model ``slot``'s weights, biases and scaler, as views of the buffers."""
+        w, row = self._work, self.params[slot]
+        weights, biases, at = [], [], 0
+        for W in w.weights:
+            weights.append(row[at:at + W.size].reshape(W.shape))
+            at += W.size
+            biases.append(row[at:at + W.shape[1]])
+            at += W.shape[1]
+        mean = var = None
+        if w.scale:
+            count = self.samples[slot]
+            mean = self.scalers[slot, 0]
+            var = self.scalers[slot, 1] / count if count else np.zeros(w.n_inputs)
+        return ModelView(weights, biases, w.activation, w.output, mean, var)
+
+    def figures(self, slot: int) -> dict:
+        """Model ``slot``'s prequential figures, as plain numbers."""
+        n = int(self.samples[slot])
+        return {"model": self.keys[slot], "version": n, "samples": n,
+                "loss": float(self.loss_totals[slot]) / n if n else float("nan"),
+                "accuracy": int(self.correct_totals[slot]) / n if n else float("nan"),
+                "ew_loss": float(self.ew_loss[slot]), "ew_accuracy": float(self.ew_accuracy[slot])}
+
+    def column(self, name: str) -> np.ndarray:
+        """One figure of :meth:`figures` (not ``model``) for every model, in slot order."""
+        n = len(self.keys)
+        samples = self.samples[:n]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if name == "loss":
+                return self.loss_totals[:n] / samples
+            if name == "accuracy":
+                return self.correct_totals[:n] / samples
+        return getattr(self, {"version": "samples"}.get(name, name))[:n].copy()
+
+    def totals(self) -> tuple[int, float, int]:
+        """Samples, summed loss and correct rows over every model."""
+        n = len(self.keys)
+        return (int(self.samples[:n].sum()), float(self.loss_totals[:n].sum()),
+                int(self.correct_totals[:n].sum()))
+
+    # -- undo, for the service's divergence guard ------------------------------------------------
+
+    def save_models(self, slots: np.ndarray) -> tuple:
+        """A copy of the models in ``slots`` (all their state), for :meth:`restore_models`."""
+        touched = np.unique(slots)
+        return touched, [getattr(self, name)[touched].copy() for name in self._ARRAYS]
+
+    def restore_models(self, saved: tuple) -> None:
+        touched, arrays = saved
+        for name, values in zip(self._ARRAYS, arrays):
+            getattr(self, name)[touched] = values
+
+    def finite(self, slots: np.ndarray) -> bool:
+        """Every parameter of the models in ``slots`` is finite."""
+        return bool(np.isfinite(self.params[np.unique(slots)]).all())
+
+    # -- persistence -----------------------------------------------------------------------------
+
+    def state(self) -> dict:
+        n = len(self.keys)
+        return {"kind": "fleet", "spec": self.spec, "seed": self.seed, "window": self.window,
+                "keys": list(self.keys),
+                **{name: getattr(self, name)[:n].copy() for name in self._ARRAYS}}
+
+    @classmethod
+    def from_state(cls, state: dict, max_models: int | None = None) -> "Fleet":
+        fleet = cls(MLP(**state["spec"]), seed=state["seed"], window=state["window"],
+                    max_models=max_models)
+        keys = list(state["keys"])
+        n = len(keys)
+        for name in cls._ARRAYS:
+            old, saved = getattr(fleet, name), np.asarray(state[name])
+            if saved.shape[1:] != old.shape[1:] or len(saved) != n:
+                raise ValueError(f"fleet {name} of shape {saved.shape} does not fit {n} models "
+                                 f"of {fleet._work!r}")
+            setattr(fleet, name, saved.astype(old.dtype, copy=True))
+        fleet.keys, fleet.slots = keys, {k: s for s, k in enumerate(keys)}
+        return fleet
+
+
+class RaceFleet(_Keys):
+    """A :class:`~streammlp.race.Race` per key, each built by ``make_race(seed)`` from
+    ``model_seed(seed, key)``; trained one call per model of a batch."""
+
+    def __init__(self, make_race, seed: int | None = None, window: int = WINDOW,
+                 max_models: int | None = None) -> None:
+        super().__init__(make_race(None), seed, window, max_models)
+        self.make_race = make_race
+        self.races: list[Race] = []
+        self.ew_loss: list[float] = []
+        self.ew_accuracy: list[float] = []
+
+    def __repr__(self) -> str:
+        return f"RaceFleet({len(self)} models of {self.template!r})"
+
+    def _add(self, key: str) -> None:
+        self.races.append(self.make_race(model_seed(self.seed, key)))
+        self.ew_loss.append(float("nan"))
+        self.ew_accuracy.append(float("nan"))
+
+    def learn_checked(self, X: np.ndarray, Y: np.ndarray, slots: np.ndarray) -> Prequential:
+        n = len(X)
+        sample_loss = np.empty(n)
+        predicted, actual = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+        sse, alpha = 0.0, 1.0 / self.window
+        for s in np.unique(slots):  # each model's rows, in their order
+            rows = np.flatnonzero(slots == s)
+            result = self.races[s].learn_checked(X[rows], Y[rows])
+            sample_loss[rows], predicted[rows], actual[rows] = (
+                result.sample_loss, result.predicted, result.actual)
+            sse += result.sse
+            hits = (result.predicted == result.actual).astype(float)
+            self.ew_loss[s] = float(kernels.ewma(result.sample_loss, self.ew_loss[s], alpha))
+            self.ew_accuracy[s] = float(kernels.ewma(hits, self.ew_accuracy[s], alpha))
+        return Prequential(n=n, sse=sse, loss=float(sample_loss.sum()),
+                           correct=int(np.count_nonzero(predicted == actual)),
+                           sample_loss=sample_loss, predicted=predicted, actual=actual)
+
+    def net(self, key: str) -> Race:
+        return self.races[self.slots[key]]
+
+    def predict(self, slot: int, X) -> np.ndarray:
+        return self.races[slot].predict(X)
+
+    def view(self, slot: int) -> Race:
+        return self.races[slot]  # the weights message reads the leader's views
+
+    def figures(self, slot: int) -> dict:
+        race = self.races[slot]
+        n = race.samples
+        return {"model": self.keys[slot], "version": n, "samples": n,
+                "loss": race.loss_total / n if n else float("nan"),
+                "accuracy": race.correct_total / n if n else float("nan"),
+                "ew_loss": self.ew_loss[slot], "ew_accuracy": self.ew_accuracy[slot],
+                "leader": race.leader}
+
+    def column(self, name: str) -> np.ndarray:
+        return np.array([self.figures(s)[name] for s in range(len(self.keys))], dtype=float)
+
+    def totals(self) -> tuple[int, float, int]:
+        return (sum(r.samples for r in self.races), sum(r.loss_total for r in self.races),
+                sum(r.correct_total for r in self.races))
+
+    def save_models(self, slots: np.ndarray) -> list:
+        return [(s, self.races[s].state(), self.ew_loss[s], self.ew_accuracy[s])
+                for s in np.unique(slots)]
+
+    def restore_models(self, saved: list) -> None:
+        for s, state, ew_loss, ew_accuracy in saved:
+            self.races[s] = Race.from_state(state)
+            self.ew_loss[s], self.ew_accuracy[s] = ew_loss, ew_accuracy
+
+    def finite(self, slots: np.ndarray) -> bool:
+        return all(np.isfinite(m.params).all() for s in np.unique(slots)
+                   for m in self.races[s].members)
+
+    def state(self) -> dict:
+        return {"kind": "race_fleet", "seed": self.seed, "window": self.window,
+                "keys": list(self.keys), "races": [r.state() for r in self.races],
+                "ew_loss": np.array(self.ew_loss), "ew_accuracy": np.array(self.ew_accuracy)}
+
+    @classmethod
+    def from_state(cls, state: dict, make_race, max_models: int | None = None) -> "RaceFleet":
+        fleet = cls(make_race, seed=state["seed"], window=state["window"], max_models=max_models)
+        fleet.keys = list(state["keys"])
+        fleet.slots = {k: s for s, k in enumerate(fleet.keys)}
+        fleet.races = [Race.from_state(r) for r in state["races"]]
+        fleet.ew_loss = [float(v) for v in state["ew_loss"]]
+        fleet.ew_accuracy = [float(v) for v in state["ew_accuracy"]]
+        return fleet

@@ -1,0 +1,260 @@
+"""A keyed service (--keyed): a model per key, each trained exactly as alone."""
+
+import time
+
+import numpy as np
+import pytest
+
+from streammlp import MLP, Race
+from streammlp.client import ALL_MODELS, Control, Producer, ServiceError, Subscriber
+from streammlp.fleet import Fleet, RaceFleet, model_seed
+from streammlp.protocol import encode_samples
+from conftest import running_service
+
+RECV_TIMEOUT = 10.0
+SEED = 3
+ARGS = ("--layers", "3,4,1", "--lr", "1", "--no-bias", "--seed", str(SEED), "--keyed",
+        "--publish-every-ms", "50")
+
+
+@pytest.fixture(scope="module")
+def service():
+    with running_service(*ARGS) as s:
+        yield s
+
+
+@pytest.fixture
+def control(service):
+    with Control(service.control, timeout=RECV_TIMEOUT) as c:
+        yield c
+
+
+def wait_for(control, version, model=None):
+    deadline = time.monotonic() + RECV_TIMEOUT
+    while control.ping(model) < version:
+        assert time.monotonic() < deadline, f"{model or 'service'} stuck at {control.ping(model)}"
+        time.sleep(0.01)
+
+
+def alone(key, X, y, **options) -> MLP:
+    """The oracle: key's rows learned by a network of its own."""
+    net = MLP([3, 4, 1], lr=1.0, bias=False, seed=model_seed(SEED, key), **options)
+    net.learn(X, y)
+    return net
+
+
+def assert_model_is(control, key, net):
+    snap = control.snapshot(key)
+    assert snap.model == key and snap.version == net.samples
+    for theirs, mine in zip(snap.weights, net.weights):
+        np.testing.assert_allclose(theirs, mine, rtol=0, atol=1e-12)
+
+
+def test_interleaved_keys_train_each_model_exactly_as_alone(service, control, rng):
+    keys = np.array(["a.1", "b-2", "c_3"])[rng.integers(0, 3, 600)]
+    X = rng.uniform(-1, 1, (600, 3))
+    y = (X[:, 0] >= 0).astype(float)
+    before = control.ping()
+    with Producer(service.ingest) as producer:
+        for i in range(0, 600, 3):  # a few rows per message, each message one key
+            producer.send(X[i:i + 3], y[i:i + 3], model=keys[i])
+    owner = np.repeat(keys[::3], 3)
+    wait_for(control, before + 600)
+    for key in ("a.1", "b-2", "c_3"):
+        rows = owner == key
+        assert_model_is(control, key, alone(key, X[rows], y[rows]))
+        stats = control.stats(key)
+        assert stats["model"] == key and stats["samples"] == rows.sum()
+    assert control.stats()["models"] >= 3
+
+
+def test_a_bad_message_of_one_key_leaves_the_others_exact(service, control, rng):
+    X = rng.uniform(-1, 1, (40, 3))
+    y = (X[:, 0] >= 0).astype(float)
+    bad = X[:2].copy()
+    bad[1, 1] = np.nan
+    rejected = control.stats()["rejected"].get("non_finite", 0)
+    with Producer(service.ingest) as producer:
+        for i in range(0, 40, 2):
+            producer.send(X[i:i + 2], y[i:i + 2], model="good" if i % 4 else "other")
+            producer.send(bad, y[:2], model="good")
+    wait_for(control, 20, "good")
+    wait_for(control, 20, "other")
+    rows = np.repeat(np.arange(0, 40, 2) % 4 != 0, 2)
+    assert_model_is(control, "good", alone("good", X[rows], y[rows]))
+    assert_model_is(control, "other", alone("other", X[~rows], y[~rows]))
+    assert control.stats()["rejected"]["non_finite"] == rejected + 20
+
+
+def test_a_subscriber_of_one_model_gets_exactly_that_model(service, control, rng):
+    X = rng.uniform(-1, 1, (10, 3))
+    y = (X[:, 0] >= 0).astype(float)
+    with Subscriber(service.publish, service.control, models="sensor-1", timeout=RECV_TIMEOUT,
+                    topics=("weights", "metrics")) as sub:
+        time.sleep(0.2)  # the subscription reaches the service
+        with Producer(service.ingest) as producer:
+            for key in ("sensor-10", "sensor-1", "sensor-11", "sensor-1"):
+                producer.send(X, y, model=key)
+        seen, totals = [], 0
+        deadline = time.monotonic() + RECV_TIMEOUT
+        while not seen or seen[-1][1] < 20:
+            assert time.monotonic() < deadline
+            topic, message = sub.recv()
+            model = message.model if topic == "weights" else message.get("model")
+            if model is None:
+                totals += 1  # the service's totals on "metrics"
+                continue
+            seen.append((model, message.version if topic == "weights" else message["version"]))
+    assert {model for model, _ in seen} == {"sensor-1"}
+    assert seen[0] == ("sensor-1", 0)  # created: version 0 goes out before any step
+    assert totals > 0
+
+
+def test_every_model_is_announced_and_listed(service, control, rng):
+    X = rng.uniform(-1, 1, (5, 3))
+    with Subscriber(service.publish, models=ALL_MODELS, topics=("weights",),
+                    timeout=RECV_TIMEOUT) as sub:
+        time.sleep(0.2)
+        with Producer(service.ingest) as producer:
+            producer.send(X, np.zeros(5), model="new.one")
+        topic, weights = sub.recv()
+        while weights.model != "new.one":
+            topic, weights = sub.recv()
+    assert weights.version == 0
+    wait_for(control, 5, "new.one")
+    page = control.models(match="new.", sort="-samples")
+    assert [m["model"] for m in page["models"]] == ["new.one"] and page["total"] == 1
+    listing = control.models(limit=2, sort="-samples")
+    assert len(listing["models"]) == 2 and listing["total"] == control.stats()["models"]
+    assert listing["models"][0]["samples"] >= listing["models"][1]["samples"]
+    with pytest.raises(ServiceError, match="no model 'missing'"):
+        control.snapshot("missing")
+    with pytest.raises(ServiceError, match="needs 'model'"):
+        control.snapshot()
+    with pytest.raises(ServiceError, match="sort"):
+        control.models(sort="nonsense")
+
+
+def test_bad_keys_are_refused_and_an_unkeyed_service_refuses_keys(rng):
+    X = rng.uniform(-1, 1, (2, 3))
+    frame = encode_samples(X, np.zeros(2))
+    with running_service("--layers", "3,4,1") as s, Control(s.control, timeout=RECV_TIMEOUT) as c:
+        with Producer(s.ingest) as producer:
+            producer.socket.send(frame[:-1] + b"\x81")  # a broken frame, not counted as bad_model
+            producer.send(X, np.zeros(2), model="sensor-1")
+            producer.send(X, np.zeros(2))
+        deadline = time.monotonic() + RECV_TIMEOUT
+        while c.stats()["rejected"].get("bad_model", 0) < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        wait_for(c, 2)
+        with pytest.raises(ServiceError, match="one model"):
+            c.snapshot("sensor-1")
+    with pytest.raises(ValueError, match="1-128 characters"):
+        Producer("tcp://127.0.0.1:1", model="no spaces")
+
+
+def test_max_models_refuses_new_keys_and_nothing_else(rng):
+    X = rng.uniform(-1, 1, (4, 3))
+    y = (X[:, 0] >= 0).astype(float)
+    with running_service(*ARGS, "--max-models", "2") as s, \
+            Control(s.control, timeout=RECV_TIMEOUT) as control, \
+            Subscriber(s.publish, topics=("events",), timeout=RECV_TIMEOUT) as events:
+        time.sleep(0.2)
+        with Producer(s.ingest) as producer:
+            for key in ("one", "two", "three", "one", "two"):
+                producer.send(X, y, model=key)
+        wait_for(control, 16)
+        assert control.stats()["rejected"] == {"too_many_models": 1}
+        assert control.stats()["models"] == 2
+        _, event = events.recv()
+        assert event["reason"] == "too_many_models" and event["model"] == "three"
+        assert_model_is(control, "one", alone("one", np.vstack([X, X]), np.hstack([y, y])))
+
+
+def test_resume_restores_a_thousand_models(tmp_path, rng):
+    keys = [f"m{i}" for i in range(1000)]
+    X = rng.uniform(-1, 1, (3000, 3))
+    y = (X[:, 0] >= 0).astype(float)
+    owner = np.array(keys * 3)
+    ckpt = str(tmp_path / "fleet.npz")
+    args = (*ARGS, "--scale", "standard", "--checkpoint", ckpt)
+    with running_service(*args) as s, Control(s.control, timeout=RECV_TIMEOUT) as control:
+        with Producer(s.ingest) as producer:
+            for i in range(2000):
+                producer.send(X[i:i + 1], y[i:i + 1], model=owner[i])
+        wait_for(control, 2000)
+    with running_service(*args, "--resume") as s, Control(s.control, timeout=RECV_TIMEOUT) as control:
+        assert control.ping() == 2000 and control.stats()["models"] == 1000
+        with Producer(s.ingest) as producer:
+            for i in range(2000, 3000):
+                producer.send(X[i:i + 1], y[i:i + 1], model=owner[i])
+        wait_for(control, 3000)
+        for key in ("m0", "m517", "m999"):
+            rows = owner == key
+            net = alone(key, X[rows], y[rows], scale="standard")
+            assert_model_is(control, key, net)
+            np.testing.assert_allclose(control.snapshot(key).scaler_mean, net.scaler_mean,
+                                       rtol=1e-12)
+            assert control.stats(key)["samples"] == 3
+
+
+def test_a_race_per_key(rng):
+    X = rng.uniform(-1, 1, (400, 3))
+    y = (X[:, 0] >= 0).astype(float)
+    keys = np.array(["x", "y"])[rng.integers(0, 2, 400)]
+    with running_service("--layers", "3,1", "--race", "--keyed", "--seed", "5") as s, \
+            Control(s.control, timeout=RECV_TIMEOUT) as control:
+        with Producer(s.ingest) as producer:
+            for i in range(0, 400, 4):
+                producer.send(X[i:i + 4], y[i:i + 4], model=keys[i])
+        wait_for(control, 400)
+        owner = np.repeat(keys[::4], 4)
+        for key in ("x", "y"):
+            race = Race.grid(3, 1, seed=model_seed(5, key))
+            race.learn(X[owner == key], y[owner == key])
+            snap = control.snapshot(key)
+            assert snap.member == race.leader and snap.version == race.samples
+            for theirs, mine in zip(snap.weights, race.weights):
+                np.testing.assert_allclose(theirs, mine, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("scale", [None, "standard"])
+def test_fleet_in_process_equals_each_model_alone(rng, dtype, scale):
+    template = MLP([5, 7, 3, 2], lr=0.3, seed=1, dtype=dtype, scale=scale, activation="tanh",
+                   output="softmax", loss="cross_entropy")
+    fleet = Fleet(template, seed=9)
+    keys = [f"k{i}" for i in rng.integers(0, 7, 700)]
+    X = rng.normal(size=(700, 5))
+    y = rng.integers(0, 2, 700)
+    whole = fleet.learn(keys[:300], X[:300], y[:300])
+    fleet.learn(keys[300:], X[300:], y[300:])
+    first = MLP(**{**template.spec(), "seed": model_seed(9, keys[0])})
+    expected_first = first.learn(X[:1], y[:1]).sample_loss[0]
+    assert whole.sample_loss[0] == expected_first
+    for key in set(keys):
+        rows = [i for i, k in enumerate(keys) if k == key]
+        net = MLP(**{**template.spec(), "seed": model_seed(9, key)})
+        result = net.learn(X[rows], y[rows])
+        mine = fleet.net(key)
+        np.testing.assert_array_equal(mine.params, net.params)
+        assert mine.samples == len(rows) and mine.correct_total == result.correct
+        if scale:
+            np.testing.assert_array_equal(mine._scaler, net._scaler)
+    again = Fleet.from_state(fleet.state())
+    np.testing.assert_array_equal(again.params, fleet.params[:len(fleet)])
+
+
+def test_race_fleet_in_process_equals_each_race_alone(rng):
+    fleet = RaceFleet(lambda seed: Race.grid(3, 1, lrs=(0.1, 1.0), hidden=(4,), seed=seed), seed=2)
+    keys = [f"k{i}" for i in rng.integers(0, 3, 90)]
+    X = rng.normal(size=(90, 3))
+    y = (X[:, 0] > 0).astype(float)
+    fleet.learn(keys, X, y)
+    for key in set(keys):
+        rows = [i for i, k in enumerate(keys) if k == key]
+        race = Race.grid(3, 1, lrs=(0.1, 1.0), hidden=(4,), seed=model_seed(2, key))
+        race.learn(X[rows], y[rows])
+        for mine, theirs in zip(fleet.net(key).members, race.members):
+            np.testing.assert_array_equal(mine.params, theirs.params)

@@ -11,8 +11,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import zipfile
+import zlib
 
 import numpy as np
+
+ZIP_MAGIC = b"PK\x03\x04"  # how an .npz (a zip archive) starts
 
 
 def write(path: str | os.PathLike, state: dict, extra: dict | None = None) -> None:
@@ -37,7 +41,9 @@ def write(path: str | os.PathLike, state: dict, extra: dict | None = None) -> No
     except OSError as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)  # what was written of it, if anything
-        raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}") from e
+        error = type(e)(f"cannot write {path}: {e.strerror or e}")  # str() without "[Errno n]"
+        error.errno = e.errno
+        raise error from e
     _fsync_directory(os.path.dirname(path) or ".")
 
 
@@ -52,12 +58,22 @@ def _fsync_directory(directory: str) -> None:
 
 def read(path: str | os.PathLike) -> dict:
     """The state written by :func:`write`, its arrays back in place (``OSError`` or
-    ``ValueError``/``KeyError`` if the file is not one)."""
-    with np.load(path, allow_pickle=False) as data:
-        state = json.loads(str(data["meta"]))
-        for name in data.files:
-            if name != "meta":
-                _put(state, name, data[name])
+    ``ValueError``/``KeyError`` if the file is not one).
+
+    A damaged file (truncated, a bad CRC) or one that is not an ``.npz`` at
+    all raises ``ValueError`` saying so, not numpy's or zipfile's own words.
+    """
+    with open(path, "rb") as f:
+        if f.read(len(ZIP_MAGIC)) != ZIP_MAGIC:
+            raise ValueError("not an .npz file (it does not start as a zip archive does)")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            state = json.loads(str(data["meta"]))
+            for name in data.files:
+                if name != "meta":
+                    _put(state, name, data[name])
+    except (zipfile.BadZipFile, EOFError, zlib.error) as e:
+        raise ValueError(f"a damaged .npz file ({e})") from None
     return state
 
 

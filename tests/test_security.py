@@ -1,8 +1,10 @@
 """CurveZMQ: allowed clients train and read; everyone else gets nothing in and nothing out."""
 
+import contextlib
 import os
 import shutil
 import stat
+import time
 
 import numpy as np
 import pytest
@@ -61,7 +63,8 @@ def test_others_get_nothing_in_and_nothing_out(secured, keys, who):
     with Control(secured.control, timeout=5, curve=allowed) as c:
         before = c.ping()
     with Producer(secured.ingest, curve=curve, timeout=QUIET) as p:
-        p.send(*samples())
+        with contextlib.suppress(ConnectionError):  # raised once the refusal is known
+            p.send(*samples())
         p.close(linger=0)
     with Control(secured.control, timeout=QUIET, retries=1, curve=curve) as c:
         with pytest.raises(TimeoutError):
@@ -118,3 +121,22 @@ def test_an_allowed_producer_is_connected(secured, keys):
                                          str(keys / "server.key"))) as p:
         p.wait_connected(timeout=5)
         assert p.connected and p.refused is None
+
+
+def test_the_service_logs_refused_handshakes_without_flooding(secured, keys):
+    """A stranger retrying all the time is told nothing, but the service's log says so:
+    at most one line per socket every REFUSED_LOG_EVERY_S, the refusals counted in it."""
+    from service.trainer import REFUSED_LOG_EVERY_S
+
+    seen = len(secured.log_text())
+    wrong = (str(keys / "client.key_secret"), str(keys / "stranger.key"))
+    with Producer(secured.ingest, curve=wrong) as p:
+        time.sleep(1.0)  # it reconnects and is refused every ~100-200 ms
+        p.close(linger=0)
+    deadline = time.monotonic() + REFUSED_LOG_EVERY_S + 5
+    while "(a wrong server key?)" not in secured.log_text()[seen:]:
+        assert time.monotonic() < deadline, secured.log_text()
+        time.sleep(0.1)
+    time.sleep(0.5)
+    lines = [line for line in secured.log_text()[seen:].splitlines() if "handshake(s) on ingest" in line]
+    assert len(lines) == 1, lines  # several refusals, one line

@@ -32,8 +32,13 @@ CONNECT_TIMEOUT = 10.0  # seconds Producer.wait_connected waits for the service'
 TOPICS = ("weights", "metrics", "events")  # what the service publishes
 
 # The socket monitor events that say whether the service took this client's handshake.
-_HANDSHAKE_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-                     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+_HANDSHAKE_EVENTS = (zmq.EVENT_CONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
+                     | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+
+
+_WRONG_KIND = ("is it the service's endpoint for this kind of client (Producer: ingest, "
+               "ReliableProducer: acked, Subscriber: publish, Control: control)?")
 
 
 class ServiceError(RuntimeError):
@@ -56,6 +61,7 @@ class _Client:
         self._monitor: zmq.Socket | None = None
         self.connected = False  # a handshake with the service succeeded (with CURVE: keys accepted)
         self.refused: str | None = None  # why the latest handshake failed, if it did
+        self._reached = False  # something listens at the endpoint (TCP connected)
 
     def _connect(self, kind: int, endpoint: str) -> zmq.Socket:
         sock = self.context.socket(kind)
@@ -75,17 +81,31 @@ class _Client:
             event = recv_monitor_message(self._monitor)
             wait = 0.0
             kind, value = event["event"], event["value"]
-            if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            if kind == zmq.EVENT_CONNECTED:
+                self._reached = True
+            elif kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self.connected, self.refused = True, None
             elif kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
                 self.refused = (f"the service refused this client's key (ZAP status {value}); "
                                 "is its public key in the service's --allow-keys directory?")
             elif kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
                 self.refused = ("the handshake failed: the service speaks another security "
-                                "mechanism (CURVE on one side only?)")
+                                "mechanism (CURVE on one side only?)"
+                                if value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH else
+                                f"the handshake failed (ZMTP protocol error {value:#x})")
             else:
                 self.refused = ("the handshake failed: the service could not read it (is "
-                                "--curve-server-key the service's public key?)")
+                                "--curve-server-key the service's public key?)" if self.curve
+                                else f"the handshake failed: {_WRONG_KIND}")
+
+    def _silence(self) -> str:
+        """Why nothing answered, as far as the monitor knows."""
+        self._handshakes()
+        if self.refused:
+            return self.refused
+        if self._reached and not self.connected:
+            return f"something listens there but never completed a handshake: {_WRONG_KIND}"
+        return "is the service running?"
 
     def __enter__(self):
         return self
@@ -152,7 +172,7 @@ class Producer(_Client):
             except zmq.Again:
                 raise TimeoutError(f"sending to {self.endpoint} blocked for {self.timeout} s: the "
                                    "service's queue is full, or no service is there "
-                                   f"({self._whereabouts()})") from None
+                                   f"({'connected' if self.connected else self._silence()})") from None
             self.seq += 1
             self.sent += 1
 
@@ -167,14 +187,9 @@ class Producer(_Client):
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"no service answered at {self.endpoint} within {timeout} s; "
-                                   "is it running?")
+                                   f"{self._silence()}")
             self._handshakes(min(left, 0.1))
 
-    def _whereabouts(self) -> str:
-        self._handshakes()
-        if self.connected:
-            return "connected"
-        return self.refused or "no service has answered yet"
 
     def close(self, linger: int = DELIVERY_TIMEOUT_MS) -> None:
         """Close once every queued message is delivered, waiting at most ``linger`` ms.
@@ -255,21 +270,33 @@ class ReliableProducer(_Client):
         self._wait(lambda: self.seq is not None, f"no answer from {endpoint}")
 
     def send(self, X, y, model: str | None = None) -> None:
-        """Send rows ``X`` with targets ``y`` as one message, for ``model`` (default: the
-        producer's) on a keyed service; kept until durable."""
-        self._wait(lambda: len(self.pending) < self.window,
-                   f"{len(self.pending)} messages unacknowledged by {self.endpoint}")
-        self.seq += 1
-        frame = protocol.encode_samples(X, y, producer=self.producer, seq=self.seq,
-                                        model=model or self.model)
-        self.pending[self.seq] = frame
-        self._send(frame)
-        self._pump(0)
+        """Send rows ``X`` with targets ``y`` as one message (several, in order, over
+        ``protocol.MAX_ROWS`` rows or ``protocol.MAX_MESSAGE_BYTES``), for ``model``
+        (default: the producer's) on a keyed service; kept until durable."""
+        for frame in protocol.encode_batch(X, y, producer=self.producer, seq=self.seq + 1,
+                                           model=model or self.model):
+            self._wait(lambda: len(self.pending) < self.window,
+                       f"{len(self.pending)} messages unacknowledged by {self.endpoint}")
+            self.seq += 1
+            self.pending[self.seq] = frame
+            self._send(frame)
+            self._pump(0)
 
     def flush(self, timeout: float | None = None) -> None:
-        """Wait until every message sent is durable (or refused); ``TimeoutError`` otherwise."""
+        """Wait until every message sent is durable (or refused, see ``rejected``);
+        ``TimeoutError`` otherwise."""
         self._wait(lambda: not self.pending, f"{len(self.pending)} messages unacknowledged by "
                    f"{self.endpoint}", timeout)
+
+    def __exit__(self, *exc) -> None:
+        """Leaving the block waits until what was sent is durable (``TimeoutError`` if it does
+        not become so): closing forgets the pending messages. With an error in flight, the
+        block is left at once."""
+        try:
+            if exc[0] is None:
+                self.flush()
+        finally:
+            self.close()
 
     def _wait(self, done, what: str, timeout: float | None = None) -> None:
         """Pump answers until ``done()``; ``TimeoutError`` after ``timeout`` s of silence."""
@@ -277,9 +304,7 @@ class ReliableProducer(_Client):
         started = time.monotonic()
         while not done():
             if time.monotonic() - max(started, self._heard_at) > timeout:
-                self._handshakes()
-                raise TimeoutError(f"{what} for {timeout} s; "
-                                   f"{self.refused or 'is the service running?'} "
+                raise TimeoutError(f"{what} for {timeout} s; {self._silence()} "
                                    "Nothing is lost: the messages stay pending")
             self._pump(min(self.resend_after, 0.1))
 
@@ -348,10 +373,10 @@ class Control(_Client):
                     raise ServiceError(reply.get("error", "the service gave no reason"))
                 reply.pop("ok")
                 return reply
-            self._handshakes()
+            why = self._silence()
             self.close(linger=0)  # a REQ socket that lost its reply is stuck: start afresh
         raise TimeoutError(f"no reply from {self.endpoint} to {op!r} after {self.retries} tries "
-                           f"of {self.timeout} s; {self.refused or 'is the service running?'}")
+                           f"of {self.timeout} s; {why}")
 
     # Every op below takes ``model``: on a keyed service, the model asked about (snapshot
     # and predict need one); without it, ping and stats give the totals over every model.
@@ -475,9 +500,7 @@ class Subscriber(_Client):
         while True:
             wait = -1 if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
             if not self.socket.poll(wait, zmq.POLLIN):
-                self._handshakes()
-                why = self.refused or ("connected, but nothing was published" if self.connected
-                                       else "is the service running?")
+                why = "connected, but nothing was published" if self.connected else self._silence()
                 raise TimeoutError(f"no message from {self.endpoint} within {timeout} s; {why}")
             topic, body = self.socket.recv_multipart()
             message = protocol.unpack(body)

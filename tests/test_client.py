@@ -141,3 +141,21 @@ def test_the_readme_client_example_runs_as_written(service):
     exec(compile(code, str(README), "exec"), scope)
     assert scope["weights"].version >= scope["trained"] >= 300
     assert scope["outputs"].shape == (5, 1)
+
+
+def test_leaving_a_reliable_producer_waits_until_its_messages_are_durable(service):
+    from streammlp.client import ReliableProducer
+
+    with Control(service.control, timeout=TIMEOUT) as c:
+        start = c.ping()
+        with ReliableProducer(service.acked, "leaver", timeout=TIMEOUT) as p:
+            p.send(*seed_stream(40))
+        assert not p.pending  # acknowledged as on disk, not dropped at close
+        assert c.ping() == start + 40
+
+
+def test_a_producer_at_the_wrong_kind_of_endpoint_is_told_so(service):
+    p = Producer(service.acked)  # PUSH to the acknowledged ingest's ROUTER: no handshake
+    with pytest.raises((TimeoutError, ConnectionError), match="endpoint for this kind of client"):
+        p.wait_connected(timeout=1)
+    p.close(linger=0)

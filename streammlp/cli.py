@@ -32,16 +32,21 @@ TASKS = {
 }
 
 
-def _stream(producer: Producer, batches, rate: float, stop: threading.Event) -> None:
-    """Send ``batches`` paced to ``rate`` samples/s (0: as fast as the service takes them)."""
+def _stream(producer: Producer, batches, rate: float, stop: threading.Event,
+            errors: list[Exception]) -> None:
+    """Send ``batches`` paced to ``rate`` samples/s (0: as fast as the service takes them);
+    an error goes into ``errors``, for the main thread to report."""
     sent, start = 0, time.monotonic()
-    for X, y in batches:
-        if stop.is_set():
-            return
-        producer.send(X, y)
-        sent += len(X)
-        if rate:
-            time.sleep(max(0.0, start + sent / rate - time.monotonic()))
+    try:
+        for X, y in batches:
+            if stop.is_set():
+                return
+            producer.send(X, y)
+            sent += len(X)
+            if rate:
+                time.sleep(max(0.0, start + sent / rate - time.monotonic()))
+    except (OSError, TimeoutError, ValueError) as e:
+        errors.append(e)
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -52,36 +57,55 @@ def demo(args: argparse.Namespace) -> int:
     if args.drift is not None and args.drift >= args.samples:
         args.drift = None  # past the end of the stream: no drift to show
     layers = args.layers or task["layers"]
+    sizes = _layers(layers)
+    inputs, outputs = (3, 1) if args.task == "points" else (sizes[0], task["classes"])
+    if (sizes[0], sizes[-1]) != (inputs, outputs):
+        raise ValueError(f"--layers {layers}: the {args.task} task has {inputs} inputs and "
+                         f"{outputs} output{'s' if outputs > 1 else ''}, such as {task['layers']}")
     serve = ["--layers", layers, "--activation", task["activation"], "--lr", str(args.lr or task["lr"]),
              "--init", "glorot", "--scale", "standard", "--seed", str(args.seed),
              "--publish-every-ms", "100",
              "--window", str(args.window)]
     if task["softmax"]:
         serve += ["--output", "softmax", "--loss", "cross_entropy"]
-    window = int(layers.split(",")[0])
+    window = sizes[0]
     batches = task["stream"](args.samples, batch=args.batch, drift_at=args.drift, seed=args.seed,
                              **({} if args.task == "points" else {"window": window}))
     drift = f", drift at {args.drift:,}" if args.drift is not None else ""
     title = f"streammlp demo: {args.task} ({layers}), {args.samples:,} samples{drift}"
     history: list[dict] = []
-    stop = threading.Event()
+    stop, errors = threading.Event(), []
     with ServiceProcess(*serve) as service, \
             Subscriber(service.publish, topics=("metrics",), timeout=RECV_TIMEOUT) as sub, \
             Producer(service.ingest) as producer, LiveDisplay(title, total=args.samples) as display:
-        feeder = threading.Thread(target=_stream, args=(producer, batches, args.rate, stop), daemon=True)
+        feeder = threading.Thread(target=_stream, args=(producer, batches, args.rate, stop, errors),
+                                  daemon=True)
         feeder.start()
+        progress_at = time.monotonic()
         try:
             while not history or history[-1]["samples"] < args.samples:
                 _, m = sub.recv()
+                if not history or m["samples"] > history[-1]["samples"]:
+                    progress_at = time.monotonic()
                 history.append(m)
                 display.update(m)
+                # Everything sent, but the count stands still (rejections): stop waiting.
+                if not feeder.is_alive() and (errors or time.monotonic() - progress_at > RECV_TIMEOUT):
+                    break
         finally:
             stop.set()
             feeder.join()
+    if errors:
+        raise errors[0]
     final = history[-1]
     seconds = final["ts"] - history[0]["ts"]
+    rejected = final["rejected"]
     print(f"done: {final['samples']:,} samples in {seconds:.1f} s; prequential accuracy "
-          f"{final['accuracy']:.1%}, loss {final['loss']:.4f}; rejected {sum(final['rejected'].values())}")
+          f"{final['accuracy']:.1%}, loss {final['loss']:.4f}; rejected {sum(rejected.values())}")
+    if final["samples"] < args.samples:
+        print(f"only {final['samples']:,} of {args.samples:,} samples were trained; rejected "
+              f"messages: {rejected}", file=sys.stderr)
+        return 1
     print(f"final rolling accuracy {final['rolling_accuracy']:.1%} over the last "
           f"{final['window']:,} samples (chance {1 / task['classes']:.0%})")
     if args.output != "-":
@@ -240,21 +264,33 @@ def train(args: argparse.Namespace) -> int:
     if args.save and not os.path.isdir(os.path.dirname(os.path.abspath(args.save))):
         raise ValueError(f"--save {args.save}: there is no directory "
                          f"{os.path.dirname(os.path.abspath(args.save))}")
+    if layers[-1] > 1:  # class labels: say so rather than truncate 1.7 to 1
+        y = _labels(args.file, y)
+        if args.validate:
+            yv = _labels(args.validate, yv)
     net = MLP(layers, activation=args.activation, lr=args.lr, bias=args.bias, seed=args.seed)
-    if layers[-1] > 1:
-        y = y.astype(np.int64)
     for epoch in range(1, args.epochs + 1):
         result = net.learn(X, y)
         print(f"epoch {epoch}: {result.n:,} samples, prequential accuracy {result.accuracy:.2%}, "
               f"loss {result.loss / result.n:.5f}")
     if args.validate:
-        expected = (yv >= 0.5).astype(np.int64) if layers[-1] == 1 else yv.astype(np.int64)
+        expected = (yv >= 0.5).astype(np.int64) if layers[-1] == 1 else yv
         correct = np.mean(net.predict_class(Xv) == expected)
         print(f"validation: {correct:.2%} correct on {len(Xv):,} samples of {args.validate}")
     if args.save:
         net.save(args.save)
         print(f"saved: {args.save}")
     return 0
+
+
+def _labels(path: str, y: np.ndarray) -> np.ndarray:
+    """Targets as integer class labels, or ``ValueError`` naming the first that is not one."""
+    bad = y != np.round(y)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"{path}: target {y[i]} of sample {i + 1} is not a class label; a "
+                         "network with several outputs takes labels 0, 1, 2, ...")
+    return y.astype(np.int64)
 
 
 def _layers(text: str) -> list[int]:

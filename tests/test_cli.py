@@ -283,3 +283,18 @@ def test_help_describes_every_command_and_option():
             assert action.help, (name, action.dest)
     train = streammlp("train", "--help").stdout
     assert "{identity,logistic,tanh,relu}" in train and "(default: 1.0)" in train
+
+
+def test_demo_refuses_layers_its_task_cannot_feed():
+    for task, layers in (("points", "5,4,1"), ("waveforms", "32,64,3")):
+        result = streammlp("demo", "--task", task, "--layers", layers, "--samples", 1000, check=False)
+        assert result.returncode == 2 and "task has" in result.stderr, (task, result.stderr)
+
+
+def test_train_refuses_targets_that_are_not_class_labels(tmp_path):
+    X, _ = seed_stream(20)
+    y = np.arange(20) % 3 + 0.0
+    y[5] = 1.7
+    write_csv(tmp_path / "c.csv", X, y)
+    result = streammlp("train", tmp_path / "c.csv", "--layers", "3,4,3", check=False)
+    assert result.returncode == 2 and "target 1.7 of sample 6 is not a class label" in result.stderr

@@ -2,7 +2,9 @@
 
 The trainer decodes, checks and sequences messages the same way for both; it
 asks its models to ``place`` the checked messages (which model each row goes
-to), ``learn`` them, and undo (``save``/``restore``) a batch that diverged.
+to) and to ``learn`` them; a model that a batch leaves non-finite is restored,
+and the rows it undid are reported, for the trainer to retrain message by
+message.
 Publishing and the model-specific control ops differ, and live here too.
 """
 
@@ -51,18 +53,16 @@ class OneModel:
                                     "or drop 'model')")
                       for j, key in enumerate(keys) if key is not None}
 
-    def learn(self, X: np.ndarray, Y: np.ndarray, slots: None) -> Prequential:
-        return self.net.learn_checked(X, Y)
-
-    def save(self, slots: None) -> dict:
-        return self.net.state()
-
-    def restore(self, saved: dict) -> None:
+    def learn(self, X: np.ndarray, Y: np.ndarray, slots: None
+              ) -> tuple[Prequential | None, np.ndarray | None]:
+        """The figures of the rows kept, and which rows were undone (None: none). A batch
+        that leaves any weight (of any member, in a race) non-finite is undone whole."""
+        saved = self.net.state()
+        result = self.net.learn_checked(X, Y)
+        if all(np.isfinite(m.params).all() for m in getattr(self.net, "members", [self.net])):
+            return result, None
         self.net = type(self.net).from_state(saved)
-
-    def finite(self, slots: None) -> bool:
-        """Every weight of the model (of every member, in a race) is finite."""
-        return all(np.isfinite(m.params).all() for m in getattr(self.net, "members", [self.net]))
+        return None, np.ones(len(X), dtype=bool)
 
     def publish(self, send, changed: bool) -> None:
         if changed:
@@ -133,21 +133,14 @@ class ManyModels:
             rows = np.delete(rows, list(refused))
         return np.repeat(np.array(slots, dtype=np.int64), rows), refused
 
-    def learn(self, X: np.ndarray, Y: np.ndarray, slots: np.ndarray) -> Prequential:
+    def learn(self, X: np.ndarray, Y: np.ndarray, slots: np.ndarray
+              ) -> tuple[Prequential, np.ndarray | None]:
+        """The figures of the rows kept, and which rows were undone (None: none): each
+        model that the batch leaves non-finite is restored (``FleetResult``)."""
         result = self.fleet.learn_checked(X, Y, slots)
-        self.samples += len(X)
+        self.samples += result.n
         self.changed.update(dict.fromkeys(np.unique(slots).tolist()))
-        return result
-
-    def save(self, slots: np.ndarray):
-        return self.fleet.save_models(slots), self.samples
-
-    def restore(self, saved) -> None:
-        models, self.samples = saved
-        self.fleet.restore_models(models)
-
-    def finite(self, slots: np.ndarray) -> bool:
-        return self.fleet.finite(slots)
+        return result, result.undone
 
     def publish(self, send, changed: bool) -> None:
         now = time.monotonic()

@@ -313,9 +313,9 @@ class Trainer:
         ``rows`` and ``keys``: each message's row count and model key (or None).
 
         A message is refused if it has no model (``ManyModels.place``), or if it
-        diverges: if the batch leaves a weight non-finite, the models from
-        before it are restored and its messages trained one by one, so only the
-        ones that diverge are dropped.
+        diverges: a model that the batch leaves non-finite is restored (its rows
+        undone), and its messages are trained again one by one, so only the
+        ones that diverge alone are dropped.
         """
         rows = np.array(rows)
         slots, errors = self.models.place(keys, rows)
@@ -327,21 +327,20 @@ class Trainer:
             placed = range(len(keys))
         if not len(X):
             return errors
-        saved = self.models.save(slots)
-        result = self.models.learn(X, Y, slots)
-        if self.models.finite(slots):
+        result, undone = self.models.learn(X, Y, slots)
+        if result is not None and result.n:
             self.metrics.update(result)
+        if undone is None:
             return errors
-        self.models.restore(saved)
         for j, start, n in zip(placed, np.cumsum(rows) - rows, rows):
+            if not undone[start]:  # a message's rows share their model, and its verdict
+                continue
             part = slice(start, start + n)
-            own = None if slots is None else slots[part]
-            saved = self.models.save(own)
-            result = self.models.learn(X[part], Y[part], own)
-            if self.models.finite(own):
+            result, undone_alone = self.models.learn(X[part], Y[part],
+                                                     None if slots is None else slots[part])
+            if undone_alone is None:
                 self.metrics.update(result)
             else:
-                self.models.restore(saved)
                 errors[j] = InputError("diverged", "training on this message left non-finite "
                                        "weights; the model from before it was restored")
         return errors

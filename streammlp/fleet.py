@@ -41,6 +41,31 @@ def model_seed(seed: int | None, key: str) -> int:
 
 
 @dataclass(frozen=True)
+class FleetResult(Prequential):
+    """The prequential figures of the rows a fleet kept, and which rows it undid.
+
+    A model whose parameters a call leaves non-finite is restored to its state
+    from before the call; its rows of the call are ``undone`` (a bool per row
+    of the call, or None when nothing was) and count in no figure here: the
+    per-row arrays hold the kept rows, in order.
+    """
+
+    undone: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, sse: float, sample_loss: np.ndarray, predicted: np.ndarray, actual: np.ndarray,
+           undone: np.ndarray) -> "FleetResult":
+        if undone.any():
+            kept = ~undone
+            sample_loss, predicted, actual = sample_loss[kept], predicted[kept], actual[kept]
+        else:
+            undone = None
+        return cls(n=len(sample_loss), sse=sse, loss=float(sample_loss.sum()),
+                   correct=int(np.count_nonzero(predicted == actual)), sample_loss=sample_loss,
+                   predicted=predicted, actual=actual, undone=undone)
+
+
+@dataclass(frozen=True)
 class ModelView:
     """One model of a fleet as the ``weights`` message reads it: views, no copies."""
 
@@ -99,8 +124,10 @@ class _Keys:
     def n_outputs(self) -> int:
         return self.template.n_outputs
 
-    def learn(self, keys: Sequence[str], X, y) -> Prequential:
-        """Train row ``n`` of ``X`` on model ``keys[n]``, in order; everything checked first."""
+    def learn(self, keys: Sequence[str], X, y) -> FleetResult:
+        """Train row ``n`` of ``X`` on model ``keys[n]``, in order; everything checked first.
+
+        A model that the rows leave non-finite is restored (see :class:`FleetResult`)."""
         X = self.check_inputs(X)
         Y = self.check_targets(y, len(X))
         if len(keys) != len(X):
@@ -155,6 +182,7 @@ class Fleet(_Keys):
         self.correct_totals = np.zeros(0, dtype=np.int64)
         self.ew_loss, self.ew_accuracy = np.zeros(0), np.zeros(0)
         w = self._work
+        self._shapes = tuple(W.shape for W in w.weights)
         self._fleet = kernels.fleet_learner(ACTIVATIONS[w.activation], OUTPUTS[w.output],
                                             LOSSES[w.loss], w.scale is not None, w.dtype)
 
@@ -180,18 +208,30 @@ class Fleet(_Keys):
         self.loss_totals[s] = 0.0
         self.ew_loss[s] = self.ew_accuracy[s] = np.nan
 
-    def learn_checked(self, X: np.ndarray, Y: np.ndarray, slots: np.ndarray) -> Prequential:
-        """:meth:`learn` for checked arrays and the rows' slots (int64, one per row)."""
-        n, w = len(X), self._work
+    def learn_checked(self, X: np.ndarray, Y: np.ndarray, slots: np.ndarray) -> FleetResult:
+        """:meth:`learn` for checked arrays and the rows' slots (int64, one per row).
+
+        The rows are trained model by model: grouped by a stable sort, so each
+        model's rows keep their order, and a model is fetched into cache once
+        per call rather than once per row. Models are independent, so every
+        model ends as if the rows had been taken as they came.
+        """
+        w = self._work
+        order = np.argsort(slots, kind="stable")
+        grouped = slice(None) if (order[1:] > order[:-1]).all() else order  # already in order?
+        n = len(X)
         sample_loss = np.empty(n)
         predicted, actual = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
-        sse = self._fleet(self.params, self.scalers, slots, w.params, w._Ws, w._bs, w._scaler,
-                          w.bias, w.params.dtype.type(w.lr), X, Y, w._s_pre, w._s_post, w._delta,
-                          sample_loss, predicted, actual, self.samples, self.loss_totals,
-                          self.correct_totals, self.ew_loss, self.ew_accuracy, 1.0 / self.window)
-        return Prequential(n=n, sse=float(sse), loss=float(sample_loss.sum()),
-                           correct=int(np.count_nonzero(predicted == actual)),
-                           sample_loss=sample_loss, predicted=predicted, actual=actual)
+        undone = np.empty(n, dtype=np.bool_)
+        sse = self._fleet(self.params, self.scalers, self._shapes, slots[grouped], w.bias,
+                          w.params.dtype.type(w.lr), X[grouped], Y[grouped], w._s_pre,
+                          w._s_post, w._delta, sample_loss, predicted, actual, self.samples,
+                          self.loss_totals, self.correct_totals, self.ew_loss, self.ew_accuracy,
+                          1.0 / self.window, w.params, w._scaler, undone)
+        if grouped is order:  # the figures back in the rows' order
+            for a in (sample_loss, predicted, actual, undone):
+                a[order] = a.copy()
+        return FleetResult.of(float(sse), sample_loss, predicted, actual, undone)
 
     def net(self, key: str) -> MLP:
         """Model ``key`` as a network of its own (a copy)."""
@@ -254,22 +294,6 @@ class Fleet(_Keys):
         return (int(self.samples[:n].sum()), float(self.loss_totals[:n].sum()),
                 int(self.correct_totals[:n].sum()))
 
-    # -- undo, for the service's divergence guard ------------------------------------------------
-
-    def save_models(self, slots: np.ndarray) -> tuple:
-        """A copy of the models in ``slots`` (all their state), for :meth:`restore_models`."""
-        touched = np.unique(slots)
-        return touched, [getattr(self, name)[touched].copy() for name in self._ARRAYS]
-
-    def restore_models(self, saved: tuple) -> None:
-        touched, arrays = saved
-        for name, values in zip(self._ARRAYS, arrays):
-            getattr(self, name)[touched] = values
-
-    def finite(self, slots: np.ndarray) -> bool:
-        """Every parameter of the models in ``slots`` is finite."""
-        return bool(np.isfinite(self.params[np.unique(slots)]).all())
-
     # -- persistence -----------------------------------------------------------------------------
 
     def state(self) -> dict:
@@ -314,23 +338,29 @@ class RaceFleet(_Keys):
         self.ew_loss.append(float("nan"))
         self.ew_accuracy.append(float("nan"))
 
-    def learn_checked(self, X: np.ndarray, Y: np.ndarray, slots: np.ndarray) -> Prequential:
+    def learn_checked(self, X: np.ndarray, Y: np.ndarray, slots: np.ndarray) -> FleetResult:
+        """Each model's rows in one call of its race; a race left non-finite is undone
+        (see :class:`FleetResult`)."""
         n = len(X)
         sample_loss = np.empty(n)
         predicted, actual = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+        undone = np.zeros(n, dtype=np.bool_)
         sse, alpha = 0.0, 1.0 / self.window
         for s in np.unique(slots):  # each model's rows, in their order
             rows = np.flatnonzero(slots == s)
-            result = self.races[s].learn_checked(X[rows], Y[rows])
+            race, saved = self.races[s], self.races[s].state()
+            result = race.learn_checked(X[rows], Y[rows])
+            if not all(np.isfinite(m.params).all() for m in race.members):
+                self.races[s] = Race.from_state(saved)
+                undone[rows] = True
+                continue
             sample_loss[rows], predicted[rows], actual[rows] = (
                 result.sample_loss, result.predicted, result.actual)
             sse += result.sse
             hits = (result.predicted == result.actual).astype(float)
             self.ew_loss[s] = float(kernels.ewma(result.sample_loss, self.ew_loss[s], alpha))
             self.ew_accuracy[s] = float(kernels.ewma(hits, self.ew_accuracy[s], alpha))
-        return Prequential(n=n, sse=sse, loss=float(sample_loss.sum()),
-                           correct=int(np.count_nonzero(predicted == actual)),
-                           sample_loss=sample_loss, predicted=predicted, actual=actual)
+        return FleetResult.of(sse, sample_loss, predicted, actual, undone)
 
     def net(self, key: str) -> Race:
         return self.races[self.slots[key]]
@@ -356,19 +386,6 @@ class RaceFleet(_Keys):
     def totals(self) -> tuple[int, float, int]:
         return (sum(r.samples for r in self.races), sum(r.loss_total for r in self.races),
                 sum(r.correct_total for r in self.races))
-
-    def save_models(self, slots: np.ndarray) -> list:
-        return [(s, self.races[s].state(), self.ew_loss[s], self.ew_accuracy[s])
-                for s in np.unique(slots)]
-
-    def restore_models(self, saved: list) -> None:
-        for s, state, ew_loss, ew_accuracy in saved:
-            self.races[s] = Race.from_state(state)
-            self.ew_loss[s], self.ew_accuracy[s] = ew_loss, ew_accuracy
-
-    def finite(self, slots: np.ndarray) -> bool:
-        return all(np.isfinite(m.params).all() for s in np.unique(slots)
-                   for m in self.races[s].members)
 
     def state(self) -> dict:
         return {"kind": "race_fleet", "seed": self.seed, "window": self.window,

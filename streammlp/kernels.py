@@ -40,6 +40,7 @@ import functools
 
 import numpy as np
 from numba import njit
+from numba.extending import overload
 
 # Numba flags, in one place. fastmath stays off: the kernels must agree with
 # the plain NumPy reference to 1e-12, and input-major rows vectorise anyway.
@@ -420,57 +421,96 @@ def ewma(values, mean, alpha):
     return mean
 
 
+def _layer_views(row, shapes):
+    """The layers of one model's parameter row: ``(Ws, bs)``, tuples of views (see below)."""
+
+
+@overload(_layer_views, inline="always")  # compiled into its caller, which is cached
+def _layer_views_overload(row, shapes):
+    """Compiled :func:`_layer_views` for the depth that ``shapes`` (a tuple of ``(n_l,
+    n_{l+1})`` pairs) has: a tuple's length is part of its type, so the code that builds
+    one is written out for that depth. The views have the types of ``MLP``'s own, so
+    :func:`_learn_rows` trains a fleet's model in place as it trains a network."""
+    depth = len(shapes)
+    lines = ["def views(row, shapes):", "    at = 0"]
+    for l in range(depth):
+        lines += [f"    n, m = shapes[{l}]",
+                  f"    W{l} = row[at:at + n * m].reshape((n, m))",
+                  f"    b{l} = row[at + n * m:at + n * m + m]",
+                  "    at += n * m + m"]
+    ws, bs = (", ".join(f"{name}{l}" for l in range(depth)) + "," for name in "Wb")
+    lines.append(f"    return ({ws}), ({bs})")
+    scope = {}
+    exec("\n".join(lines), scope)
+    return scope["views"]
+
+
 @functools.cache
 def fleet_learner(hidden: int, output: int, loss: int, scale: bool, dtype: str):
     """The ``fleet`` kernel: rows of many networks of one architecture, in one call.
 
     ``params`` (models, parameters) and ``scalers`` (models, 2, inputs) hold
-    every model; row ``n`` of ``X`` belongs to model ``slots[n]``. The rows are
-    taken in order, each trained by :func:`_learn_rows` on its own model,
-    exactly as that model would learn it alone: the model's parameters and
-    scaler are copied into ``work`` and ``work_scaler`` (``Ws``, ``bs`` are views
-    of ``work``), and back when the next row belongs to another model, so a
-    run of one model's rows is copied once. ``samples[s]`` counts model ``s``'s
-    rows (its scaler's too); ``loss_totals``, ``correct_totals``, ``ew_loss``
-    and ``ew_accuracy`` (weight ``alpha``, NaN before any row) are its
-    prequential figures. Per-row figures go to ``sample_loss``, ``predicted``
-    and ``actual``; returns the batch's ΣFE².
+    every model; ``shapes`` the layers' ``(n_l, n_{l+1})``. Row ``n`` of ``X``
+    belongs to model ``slots[n]``; each run of one model's rows is trained by
+    :func:`_learn_rows` on that model's views, in place, in order, exactly as
+    the model would learn it alone. ``samples[s]`` counts model ``s``'s rows
+    (its scaler's too); ``loss_totals``, ``correct_totals``, ``ew_loss`` and
+    ``ew_accuracy`` (weight ``alpha``, NaN before any row) are its prequential
+    figures. Per-row figures go to ``sample_loss``, ``predicted`` and ``actual``.
+
+    A run that leaves one of its model's parameters non-finite is undone: the
+    model (parameters, scaler, figures) is restored from ``backup`` and
+    ``backup_scaler``, copies taken as the run starts (while the model is
+    fetched into cache anyway), and the run's rows are marked in ``undone``.
+    Returns the ΣFE² of the rows kept.
     """
     real = np.dtype(dtype).type
 
     @njit(**JIT)
-    def fleet(params, scalers, slots, work, Ws, bs, work_scaler, use_bias, lr, X, Y, s_pre,
-              s_post, delta, sample_loss, predicted, actual, samples, loss_totals,
-              correct_totals, ew_loss, ew_accuracy, alpha):
+    def fleet(params, scalers, shapes, slots, use_bias, lr, X, Y, s_pre, s_post, delta,
+              sample_loss, predicted, actual, samples, loss_totals, correct_totals, ew_loss,
+              ew_accuracy, alpha, backup, backup_scaler, undone):
         one = real(1.0)
-        sse_total = 0.0
-        current = -1
-        for n in range(X.shape[0]):
-            s = slots[n]
-            if s != current:
-                if current >= 0:
-                    params[current, :] = work
-                    scalers[current] = work_scaler
-                work[:] = params[s]
-                work_scaler[...] = scalers[s]
-                current = s
-            sse_total += _learn_rows(hidden, output, loss, scale, False, Ws, bs, use_bias, lr,
-                                     X[n:n + 1], Y[n:n + 1], work_scaler, samples[s], s_pre,
-                                     s_post, delta, sample_loss[n:n + 1], sample_loss[n:n + 1],
-                                     predicted[n:n + 1], actual[n:n + 1], one)
-            samples[s] += 1
-            value = sample_loss[n]
-            hit = 1.0 if predicted[n] == actual[n] else 0.0
-            loss_totals[s] += value
-            correct_totals[s] += 1 if hit else 0
-            if ew_loss[s] != ew_loss[s]:  # NaN: the model's first row
-                ew_loss[s], ew_accuracy[s] = value, hit
+        sse_kept = 0.0
+        start = 0
+        while start < X.shape[0]:
+            s = slots[start]
+            end = start + 1
+            while end < X.shape[0] and slots[end] == s:
+                end += 1
+            row, scaler = params[s], scalers[s]
+            backup[:] = row
+            backup_scaler[...] = scaler
+            before = (samples[s], loss_totals[s], correct_totals[s], ew_loss[s], ew_accuracy[s])
+            Ws, bs = _layer_views(row, shapes)
+            sse = _learn_rows(hidden, output, loss, scale, False, Ws, bs, use_bias, lr,
+                              X[start:end], Y[start:end], scaler, samples[s], s_pre, s_post,
+                              delta, sample_loss[start:end], sample_loss[start:end],
+                              predicted[start:end], actual[start:end], one)
+            for n in range(start, end):
+                value = sample_loss[n]
+                hit = 1.0 if predicted[n] == actual[n] else 0.0
+                loss_totals[s] += value
+                correct_totals[s] += 1 if hit else 0
+                if ew_loss[s] != ew_loss[s]:  # NaN: the model's first row
+                    ew_loss[s], ew_accuracy[s] = value, hit
+                else:
+                    ew_loss[s] += alpha * (value - ew_loss[s])
+                    ew_accuracy[s] += alpha * (hit - ew_accuracy[s])
+            samples[s] += end - start
+            finite = True
+            for k in range(row.shape[0]):
+                if not np.isfinite(row[k]):
+                    finite = False
+                    break
+            if finite:
+                sse_kept += sse
             else:
-                ew_loss[s] += alpha * (value - ew_loss[s])
-                ew_accuracy[s] += alpha * (hit - ew_accuracy[s])
-        if current >= 0:
-            params[current, :] = work
-            scalers[current] = work_scaler
-        return sse_total
+                row[:] = backup
+                scaler[...] = backup_scaler
+                samples[s], loss_totals[s], correct_totals[s], ew_loss[s], ew_accuracy[s] = before
+            undone[start:end] = not finite
+            start = end
+        return sse_kept
 
     return fleet

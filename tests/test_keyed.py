@@ -258,3 +258,60 @@ def test_race_fleet_in_process_equals_each_race_alone(rng):
         race.learn(X[rows], y[rows])
         for mine, theirs in zip(fleet.net(key).members, race.members):
             np.testing.assert_array_equal(mine.params, theirs.params)
+
+
+def test_a_diverging_model_is_restored_and_the_others_train(rng):
+    identity = dict(activation="identity", output="identity", lr=0.05)
+    fleet = Fleet(MLP([2, 3, 1], **identity), seed=4)
+    X = rng.uniform(-1, 1, (40, 2))
+    X[17] = 1e300  # finite, but its gradient overflows: model "a" goes non-finite
+    keys = ["a" if i % 2 else "b" for i in range(40)]
+    fleet.learn(keys[:10], X[:10], X[:10, 0])
+    before = fleet.net("a").params.copy()
+    result = fleet.learn(keys[10:], X[10:], X[10:, 0])
+    np.testing.assert_array_equal(result.undone, np.array(keys[10:]) == "a")
+    assert result.n == 15 and fleet.figures(fleet.slot("a"))["samples"] == 5
+    np.testing.assert_array_equal(fleet.net("a").params, before)
+    b = MLP([2, 3, 1], seed=model_seed(4, "b"), **identity)
+    b.learn(X[0::2], X[0::2, 0])
+    np.testing.assert_array_equal(fleet.net("b").params, b.params)
+
+
+def test_a_diverging_message_of_one_key_is_refused_alone(rng):
+    args = ("--layers", "2,3,1", "--activation", "identity", "--output", "identity", "--lr", "0.05",
+            "--seed", "3", "--keyed")
+    X = rng.uniform(-1, 1, (40, 2))
+    y = X[:, 0] - X[:, 1]
+    with running_service(*args) as s, Control(s.control, timeout=RECV_TIMEOUT) as control:
+        with Producer(s.ingest) as p:
+            for i in range(0, 40, 4):
+                p.send(X[i:i + 2], y[i:i + 2], model="calm")
+                p.send(X[i + 2:i + 4], y[i + 2:i + 4], model="wild")
+                if i == 20:
+                    p.send(np.full((1, 2), 1e300), [0.0], model="wild")
+        wait_for(control, 40)
+        assert control.stats()["rejected"] == {"diverged": 1}
+        for key, rows in (("calm", np.arange(40) % 4 < 2), ("wild", np.arange(40) % 4 >= 2)):
+            net = MLP([2, 3, 1], activation="identity", output="identity", lr=0.05,
+                      seed=model_seed(3, key))
+            net.learn(X[rows], y[rows])
+            assert_model_is(control, key, net)
+
+
+def test_acknowledged_ingest_is_exactly_once_per_key(tmp_path, rng):
+    from streammlp.client import ReliableProducer
+
+    X = rng.uniform(-1, 1, (60, 3))
+    y = (X[:, 0] >= 0).astype(float)
+    with running_service(*ARGS, "--checkpoint", str(tmp_path / "acked.npz"), "--ingest-acked",
+                         "tcp://127.0.0.1:*") as s, \
+            Control(s.control, timeout=RECV_TIMEOUT) as control:
+        with ReliableProducer(s.acked, "fleet-feeder", model="left") as producer:
+            for i in range(0, 60, 6):
+                producer.send(X[i:i + 3], y[i:i + 3])
+                producer.send(X[i + 3:i + 6], y[i + 3:i + 6], model="right")
+            producer.flush()  # every message durable: trained once, in order
+        assert control.ping() == 60
+        left = np.arange(60) % 6 < 3
+        assert_model_is(control, "left", alone("left", X[left], y[left]))
+        assert_model_is(control, "right", alone("right", X[~left], y[~left]))

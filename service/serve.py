@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 
-from streammlp import checkpoint
+from streammlp import __version__, checkpoint
 from streammlp.fleet import Fleet, RaceFleet
 from streammlp.network import ACTIVATIONS, DTYPES, INITS, LOSSES, MLP, OUTPUTS, read
 from streammlp.race import Race
@@ -29,6 +29,7 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (mallo
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="streammlp serve", description="Run the online trainer service.")
+    p.add_argument("--version", action="version", version=f"streammlp {__version__}")
     p.add_argument("--layers", default="3,4,1", help="units per layer, inputs first (default %(default)s)")
     p.add_argument("--lr", type=float, default=1.0, help="learning rate (default %(default)s)")
     p.add_argument("--no-bias", dest="bias", action="store_false", help="no bias units (the seed's)")
@@ -42,7 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--init", default="uniform", choices=INITS,
                    help="first weights: uniform in [-1, 1] or glorot (default %(default)s)")
     p.add_argument("--seed", type=int, default=None, help="seed of the first weights (default: random)")
-    p.add_argument("--dtype", default="float64", choices=DTYPES, help="(default %(default)s)")
+    p.add_argument("--dtype", default="float64", choices=DTYPES,
+                   help="the parameters' float type (default %(default)s)")
     p.add_argument("--scale", default=None, choices=["standard"],
                    help="standardise each input online (running mean and variance)")
     p.add_argument("--race", action="store_true",

@@ -21,6 +21,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from . import protocol, security
 
@@ -35,8 +36,6 @@ TOPICS = ("weights", "metrics", "events")  # what the service publishes
 _HANDSHAKE_EVENTS = (zmq.EVENT_CONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
                      | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                      | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
-
-
 _WRONG_KIND = ("is it the service's endpoint for this kind of client (Producer: ingest, "
                "ReliableProducer: acked, Subscriber: publish, Control: control)?")
 
@@ -73,8 +72,6 @@ class _Client:
 
     def _handshakes(self, wait: float = 0.0) -> None:
         """Take the monitor's news (waiting up to ``wait`` seconds for some): ``connected``, ``refused``."""
-        from zmq.utils.monitor import recv_monitor_message
-
         if self._monitor is None:
             return
         while self._monitor.poll(int(wait * 1000), zmq.POLLIN):

@@ -14,9 +14,9 @@ import os
 import signal
 import sys
 
-from streammlp import checkpoint
+from streammlp import __version__, checkpoint
 from streammlp.fleet import Fleet, RaceFleet
-from streammlp.network import MLP, read
+from streammlp.network import ACTIVATIONS, DTYPES, INITS, LOSSES, MLP, OUTPUTS, read
 from streammlp.race import Race
 
 from .config import FIELDS, TrainerConfig
@@ -29,15 +29,22 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (mallo
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="streammlp serve", description="Run the online trainer service.")
-    p.add_argument("--layers", default="3,4,1", help="units per layer, inputs first (default 3,4,1)")
-    p.add_argument("--lr", type=float, default=1.0)
-    p.add_argument("--no-bias", dest="bias", action="store_false")
-    p.add_argument("--activation", default="logistic")
-    p.add_argument("--output", default="logistic")
-    p.add_argument("--loss", default="sse")
-    p.add_argument("--init", default="uniform")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--dtype", default="float64")
+    p.add_argument("--version", action="version", version=f"streammlp {__version__}")
+    p.add_argument("--layers", default="3,4,1", help="units per layer, inputs first (default %(default)s)")
+    p.add_argument("--lr", type=float, default=1.0, help="learning rate (default %(default)s)")
+    p.add_argument("--no-bias", dest="bias", action="store_false", help="no bias units (the seed's)")
+    p.add_argument("--activation", default="logistic", choices=list(ACTIVATIONS),
+                   help="hidden activation (default %(default)s)")
+    p.add_argument("--output", default="logistic", choices=list(OUTPUTS),
+                   help="output activation (default %(default)s)")
+    p.add_argument("--loss", default="sse", choices=list(LOSSES),
+                   help="sse with logistic or identity outputs, cross_entropy with softmax or "
+                        "logistic (default %(default)s)")
+    p.add_argument("--init", default="uniform", choices=INITS,
+                   help="first weights: uniform in [-1, 1] or glorot (default %(default)s)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the first weights (default: random)")
+    p.add_argument("--dtype", default="float64", choices=DTYPES,
+                   help="the parameters' float type (default %(default)s)")
     p.add_argument("--scale", default=None, choices=["standard"],
                    help="standardise each input online (running mean and variance)")
     p.add_argument("--race", action="store_true",
@@ -95,6 +102,8 @@ def build(args: argparse.Namespace) -> Trainer:
                    lr=args.lr, bias=args.bias, init=args.init, seed=seed, dtype=args.dtype,
                    scale=args.scale)
 
+    if args.seed is not None and args.seed < 0:
+        raise ValueError(f"--seed {args.seed}: expected 0 or more")
     if args.max_models < 1:
         raise ValueError(f"--max-models {args.max_models}: expected a positive number")
     if args.keyed:  # a model per key, each from the seed model_seed(--seed, key)
@@ -143,8 +152,12 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()
     try:
         trainer = build(args)
-    except ValueError as e:
+    except (ValueError, OSError) as e:  # OSError: the Prometheus port taken, say
         log.error("streammlp serve: %s", e)
+        return 2
+    except MemoryError as e:
+        log.error("streammlp serve: not enough memory for this model (--layers %s): %s",
+                  args.layers, e)
         return 2
 
     def stop(signum, frame):
@@ -160,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
           + (" security=curve" if trainer.auth else " security=none(loopback only)")
           + (f" prometheus={trainer.prometheus.url}" if trainer.prometheus else ""), flush=True)
     trainer.run()
+    if trainer.save_error:  # the final checkpoint too: what was trained since the last is lost
+        log.error("streammlp serve: stopped at version %d, but the last checkpoint failed: %s",
+                  trainer.version, trainer.save_error)
+        return 1
     log.info("streammlp serve: stopped at version %d", trainer.version)
     return 0
 

@@ -11,11 +11,17 @@ socket (ROUTER) answers ping, snapshot, stats, predict and save.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
+import math
+import operator
+import secrets
 import time
+from collections import Counter
 
 import numpy as np
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from streammlp import checkpoint, protocol, security
 from streammlp.fleet import Fleet, RaceFleet
@@ -38,6 +44,12 @@ MAX_DRAIN = 512  # messages taken off the ingest queue before training them in o
 MAX_DRAIN_BYTES = 4 << 20
 LINGER_MS = 1000  # how long a closing socket may still flush queued messages
 INGEST_HWM = 1000  # queued ingest messages before producers' PUSH sockets block
+SAVE_RETRY_S = 1.0  # after a failed checkpoint, the next try waits at least this long
+REFUSED_LOG_EVERY_S = 10.0  # refused handshakes: at most one log line per socket this often
+# Handshakes a CURVE service refuses: an unknown key (ZAP), no CURVE, a wrong server key.
+REFUSALS = {zmq.EVENT_HANDSHAKE_FAILED_AUTH: "with a key not allowed",
+            zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "without CURVE",
+            zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "unreadable (a wrong server key?)"}
 
 
 class Trainer:
@@ -66,6 +78,11 @@ class Trainer:
         # only touched as they are used.
         self._inbox = memoryview(np.empty(MAX_DRAIN_BYTES + protocol.MAX_MESSAGE_BYTES, np.uint8))
         self.stopping = False
+        # Names this run: versions go back down after a fresh start or a resume from an older
+        # checkpoint, so clients track versions per run (in every weights and metrics body).
+        self.run_id = secrets.token_hex(8)
+        self.save_error: str | None = None  # why the latest checkpoint failed, until one succeeds
+        self._save_failed_at = -math.inf
 
         # Security first, before anything is opened: CURVE on every socket, or loopback only.
         if config.curve_secret:
@@ -76,7 +93,6 @@ class Trainer:
                     raise ValueError(f"--{name} {endpoint} is not a loopback address: without "
                                      "--curve-secret and --allow-keys anyone could feed or read "
                                      "the model; turn CURVE on or bind to 127.0.0.1")
-        self._warm_up()
         self.prometheus = (None if config.prometheus_port is None
                            else PrometheusExporter(config.prometheus_port))
         self.context = zmq.Context()
@@ -97,11 +113,27 @@ class Trainer:
             self.acked.setsockopt(zmq.RCVHWM, INGEST_HWM)
             bound.append(("acked", self.acked, config.ingest_acked))
         self.endpoints = {}
+        self._monitors: dict[zmq.Socket, str] = {}  # CURVE: handshake monitor -> socket name
+        self._refused: dict[str, Counter] = {}  # socket name -> refusals since its last log line
+        self._refused_logged_at: dict[str, float] = {}
         for name, sock, endpoint in bound:
             if config.curve_secret:
                 security.secure_server(sock, config.curve_secret)
-            sock.bind(endpoint)
+                events = functools.reduce(operator.or_, REFUSALS)
+                self._monitors[sock.get_monitor_socket(events)] = name
+            try:
+                sock.bind(endpoint)
+            except zmq.ZMQError as e:
+                self._close_sockets(linger=0)
+                option = "--ingest-acked" if name == "acked" else f"--{name}"
+                why = e.strerror.split(" (addr=")[0]  # pyzmq appends the address we name already
+                raise ValueError(f"{option} {endpoint}: cannot bind: {why} (another "
+                                 "service there? use another port, or tcp://127.0.0.1:* for a "
+                                 "free one)") from None
             self.endpoints[name] = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        # Compiled after the binds, so that a port in use is said at once, not after seconds of
+        # compiling; before the loop, so that the first sample sees no compile pause.
+        self._warm_up()
 
     def _warm_up(self) -> None:
         """Compile the kernels on a copy, so the first real sample sees no compile pause."""
@@ -163,9 +195,13 @@ class Trainer:
             due = now - saved_at >= (config.durable_every_ms / 1000 if self.ledger.undurable()
                                      else config.checkpoint_every_s)
             if config.checkpoint and (
-                    due or self._undurable_messages >= config.durable_every_messages):
+                    due or self._undurable_messages >= config.durable_every_messages) and (
+                    now - self._save_failed_at >= SAVE_RETRY_S):
                 self.save()
                 saved_at = now
+            # Refused handshakes (CURVE): logged, at most one line per socket per interval.
+            if self._monitors:
+                self._log_refusals(now)
         self.close()
 
     def _drain_samples(self) -> None:
@@ -335,19 +371,22 @@ class Trainer:
             body = protocol.unpack(request)
             op, model = body.get("op"), body.get("model")
             if op == "ping" and model is None:
-                reply = protocol.ok(version=self.version)
+                fields = dict(version=self.version)
             elif op == "stats" and model is None:
-                reply = protocol.ok(**self.metrics_body())
+                fields = self.metrics_body()
             elif op in ("ping", "stats", "snapshot", "predict", "models"):
-                reply = protocol.ok(**self.models.answer(op, body))
+                fields = self.models.answer(op, body)
             elif op == "save":
                 if not self.config.checkpoint:
                     raise ValueError("no checkpoint path: start the service with --checkpoint PATH")
-                self.save()
-                reply = protocol.ok(path=self.config.checkpoint, version=self.version)
+                if not self.save():
+                    raise ValueError(f"checkpoint failed: {self.save_error}; the service keeps "
+                                     f"serving and tries again every {SAVE_RETRY_S:g} s or more")
+                fields = dict(path=self.config.checkpoint, version=self.version)
             else:
                 raise ValueError(f"unknown op {op!r}; expected ping, snapshot, stats, predict, "
                                  "models or save")
+            reply = protocol.ok(**fields, run=self.run_id)  # versions count within this run
         except ValueError as e:
             reply = protocol.error(str(e))
         self.control.send_multipart(envelope + [reply])
@@ -365,6 +404,7 @@ class Trainer:
         return body
 
     def _send(self, topic: bytes, body: dict) -> None:
+        body["run"] = self.run_id  # versions count within this run
         self.publisher.send_multipart([topic, protocol.pack(body)])
 
     def publish_state(self, weights: bool = True) -> None:
@@ -375,27 +415,62 @@ class Trainer:
         if self.prometheus:
             self.prometheus.update(body)
 
-    def save(self) -> None:
-        """Checkpoint now; then every acknowledged producer learns what is durable."""
-        checkpoint.write(self.config.checkpoint, self.models.state(),
-                         extra={"rejected": self.rejected, "producers": self.ledger.handled})
+    def save(self) -> bool:
+        """Checkpoint now; then every acknowledged producer learns what is durable.
+
+        A failed write (a full or read-only disk) is logged and published as a
+        ``checkpoint_failed`` event, and nothing is acknowledged; the service
+        keeps serving, and the timer tries again. True if the checkpoint is on disk.
+        """
+        try:
+            checkpoint.write(self.config.checkpoint, self.models.state(),
+                             extra={"rejected": self.rejected, "producers": self.ledger.handled})
+        except OSError as e:
+            self.save_error, self._save_failed_at = str(e), time.monotonic()
+            log.error("streammlp serve: checkpoint failed: %s; still serving, trying again", e)
+            self._send(protocol.EVENTS, protocol.event_body(
+                "checkpoint_failed", path=self.config.checkpoint, error=str(e)))
+            return False
+        if self.save_error:
+            log.info("streammlp serve: checkpoint written again to %s", self.config.checkpoint)
+        self.save_error, self._save_failed_at = None, -math.inf
         self._undurable_messages = 0
         for sender, status in self.ledger.made_durable():
             self._answer_producer(sender, status)
+        return True
+
+    def _log_refusals(self, now: float) -> None:
+        """Log the handshakes each socket refused since its last line, at most one line per
+        ``REFUSED_LOG_EVERY_S``: a stranger retrying every 100 ms must not flood the log."""
+        for monitor, name in self._monitors.items():
+            while monitor.poll(0):
+                kind = recv_monitor_message(monitor)["event"]
+                self._refused.setdefault(name, Counter())[REFUSALS.get(kind, "failed")] += 1
+        for name, why in list(self._refused.items()):
+            if now - self._refused_logged_at.get(name, -math.inf) >= REFUSED_LOG_EVERY_S:
+                log.warning("streammlp serve: refused %d handshake(s) on %s: %s",
+                            sum(why.values()), name, ", ".join(f"{n} {k}" for k, n in why.items()))
+                del self._refused[name]
+                self._refused_logged_at[name] = now
 
     def close(self) -> None:
         """Final checkpoint and publish, then close every socket with a bounded linger."""
         if self.config.checkpoint:
             self.save()
         self.publish_state()
+        self._close_sockets(LINGER_MS)
+        if self.prometheus:
+            self.prometheus.close()
+
+    def _close_sockets(self, linger: int) -> None:
+        for monitor in self._monitors:
+            monitor.close(linger=0)
         for sock in (self.samples, self.acked, self.control, self.publisher):
             if sock is not None:
-                sock.close(linger=LINGER_MS)
+                sock.close(linger=linger)
         if self.auth:
             self.auth.stop()
         self.context.term()
-        if self.prometheus:
-            self.prometheus.close()
 
 
 def _decode(frame: bytes) -> protocol.Samples | protocol.ProtocolError:

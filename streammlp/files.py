@@ -3,24 +3,32 @@
 from __future__ import annotations
 
 import csv
+import math
 import os
 
 import numpy as np
 
 
-def read_samples(path: str | os.PathLike, target: str = "output") -> tuple[np.ndarray, np.ndarray]:
+def read_samples(path: str | os.PathLike, target: str = "output",
+                 finite: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Inputs ``X`` and targets ``y`` from a CSV or ``.npz`` file.
 
     CSV: a header row, then one sample per row; the column named ``target`` is
     the target, every other column an input. ``.npz``: arrays ``X`` and ``y``.
-    A malformed file raises ``ValueError`` naming the line.
+    A malformed file raises ``ValueError`` naming the line; so does NaN or
+    Inf with ``finite=True``.
     """
     path = os.fspath(path)
     if path.endswith(".npz"):
         with np.load(path, allow_pickle=False) as data:
             if "X" not in data or "y" not in data:
                 raise ValueError(f"{path}: expected arrays 'X' and 'y', found {sorted(data.files)}")
-            return data["X"], data["y"]
+            X, y = data["X"], data["y"]
+        for name, a in (("X", X), ("y", y)):
+            if finite and a.dtype.kind == "f" and not np.isfinite(a).all():
+                row = int(np.argmax(~np.isfinite(a).reshape(len(a), -1).all(axis=1)))
+                raise ValueError(f"{path}: {name} has NaN or Inf in row {row}; clean or drop it")
+        return X, y
     with open(path, newline="") as f:
         rows = csv.reader(f)
         header = next(rows, None)
@@ -42,6 +50,10 @@ def read_samples(path: str | os.PathLike, target: str = "output") -> tuple[np.nd
                 values = [float(v) for v in row]
             except ValueError as e:
                 raise ValueError(f"{path}, line {line}: {e}") from None
+            if finite and not all(map(math.isfinite, values)):
+                column = header[next(i for i, v in enumerate(values) if not math.isfinite(v))]
+                raise ValueError(f"{path}, line {line}: {column} is {row[header.index(column)].strip()}; "
+                                 "expected a finite number (clean or drop that row)")
             y.append(values.pop(t))
             X.append(values)
     if not X:

@@ -486,7 +486,7 @@ def _ready_targets(y, n: int, outputs: int, dtype: np.dtype) -> np.ndarray | Non
 
 def _check_scalable(X: np.ndarray) -> None:
     """``InputError`` if a value of ``X`` is beyond ``SCALE_LIMIT`` (see there)."""
-    if np.finfo(X.dtype).max <= SCALE_LIMIT:  # float32 holds no such value
+    if float(np.finfo(X.dtype).max) <= SCALE_LIMIT:  # float32 holds no such value
         return
     big = np.abs(X) > SCALE_LIMIT
     if big.any():

@@ -603,14 +603,15 @@ def _layer_views_overload(row, shapes):
 
 
 @functools.cache
-def fleet_learner(hidden: int, output: int, loss: int, scale: bool, dtype: str):
+def fleet_learner(hidden: int, output: int, loss: int, scale: bool, one_hidden: bool, dtype: str):
     """The ``fleet`` kernel: rows of many networks of one architecture, in one call.
 
     ``params`` (models, parameters) and ``scalers`` (models, 2, inputs) hold
     every model; ``shapes`` the layers' ``(n_l, n_{l+1})``. Row ``n`` of ``X``
     belongs to model ``slots[n]``; each run of one model's rows is trained by
-    :func:`_learn_rows` on that model's views, in place, in order, exactly as
-    the model would learn it alone. ``samples[s]`` counts model ``s``'s rows
+    :func:`_learn_rows` (:func:`_learn_rows_one_hidden` with ``one_hidden``) on
+    that model's views, in place, in order, exactly as the model would learn it
+    alone, as ``MLP.learn`` would. ``samples[s]`` counts model ``s``'s rows
     (its scaler's too); ``loss_totals``, ``correct_totals``, ``ew_loss`` and
     ``ew_accuracy`` (weight ``alpha``, NaN before any row) are its prequential
     figures. Per-row figures go to ``sample_loss``, ``predicted`` and ``actual``.
@@ -639,11 +640,19 @@ def fleet_learner(hidden: int, output: int, loss: int, scale: bool, dtype: str):
             backup[:] = row
             backup_scaler[...] = scaler
             before = (samples[s], loss_totals[s], correct_totals[s], ew_loss[s], ew_accuracy[s])
-            Ws, bs = _layer_views(row, shapes)
-            sse = _learn_rows(hidden, output, loss, scale, False, Ws, bs, use_bias, lr,
-                              X[start:end], Y[start:end], scaler, samples[s], s_pre, s_post,
-                              delta, sample_loss[start:end], sample_loss[start:end],
-                              predicted[start:end], actual[start:end], one)
+            if one_hidden:
+                W1, b1, W2, b2 = _layers(row, X.shape[1], Y.shape[1])
+                sse = _learn_rows_one_hidden(hidden, output, loss, scale, W1, b1, W2, b2,
+                                             use_bias, lr, X[start:end], Y[start:end], scaler,
+                                             samples[s], s_pre, s_post, delta,
+                                             sample_loss[start:end], predicted[start:end],
+                                             actual[start:end], one)
+            else:
+                Ws, bs = _layer_views(row, shapes)
+                sse = _learn_rows(hidden, output, loss, scale, False, Ws, bs, use_bias, lr,
+                                  X[start:end], Y[start:end], scaler, samples[s], s_pre, s_post,
+                                  delta, sample_loss[start:end], sample_loss[start:end],
+                                  predicted[start:end], actual[start:end], one)
             for n in range(start, end):
                 value = sample_loss[n]
                 hit = 1.0 if predicted[n] == actual[n] else 0.0

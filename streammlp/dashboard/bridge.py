@@ -146,7 +146,9 @@ class Bridge:
                                  curve=self.curve)
         except ServiceError:  # a keyed service has no weights of its own to snapshot
             service = Subscriber(self.publish, None, topics, context=self._context, curve=self.curve)
-        models = Subscriber(self.publish, None, (), context=self._context, curve=self.curve)
+        # Subscribed to nothing yet: each model on show is added below, by its prefix.
+        models = Subscriber(self.publish, None, ("weights",), models=(), context=self._context,
+                            curve=self.curve)
         with self._lock:  # the models on show now, and no queued change that would repeat one
             while not self._subscriptions.empty():
                 self._subscriptions.get_nowait()

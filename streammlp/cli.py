@@ -122,12 +122,17 @@ def watch(args: argparse.Namespace) -> int:
 
 
 def feed(args: argparse.Namespace) -> int:
-    """Stream a CSV or .npz file into a running service."""
+    """Stream a CSV or .npz file into a running service (or a JetStream stream, --to)."""
     X, y = read_samples(args.file, args.target)
     total = len(X) * (args.loop or 1)
-    print(f"feeding {args.file}: {len(X):,} samples of {X.shape[1]} inputs to {args.ingest}"
+    if args.to:
+        producer = _stream_producer(args)
+    else:
+        producer = Producer(args.ingest, timeout=args.timeout, curve=_curve(args))
+    print(f"feeding {args.file}: {len(X):,} samples of {X.shape[1]} inputs to "
+          + (f"{args.to} {args.subject}" if args.to else args.ingest)
           + (f", {args.loop} times" if args.loop > 1 else ""))
-    with Producer(args.ingest, timeout=args.timeout, curve=_curve(args)) as producer:
+    with producer:
         sent, start, shown = 0, time.monotonic(), 0.0
         for _ in range(args.loop or 1):
             for i in range(0, len(X), args.batch):
@@ -138,6 +143,40 @@ def feed(args: argparse.Namespace) -> int:
                 if time.monotonic() - shown >= 1.0 or sent == total:
                     shown = time.monotonic()
                     print(f"sent {sent:>10,} / {total:,} ({sent / total:.0%})", flush=True)
+        if args.to:
+            print(f"stored: the stream's last sequence is {producer.flush()}")
+    return 0
+
+
+def _stream_producer(args: argparse.Namespace):
+    """A producer into the JetStream stream that stores ``--subject``, made if there is none."""
+    from .jetstream import Connection, StreamProducer, stream_for
+
+    if not args.subject:
+        raise ValueError("--to needs --subject PREFIX.KEY, such as samples.sensor-17")
+    producer = StreamProducer(Connection(args.to, args.nats_creds, args.nats_tls_ca), args.subject)
+    try:
+        name, made = producer.run(stream_for(producer.js, args.subject, args.stream, args.partitions))
+    except BaseException:
+        producer.close()
+        raise
+    if made:
+        print(f"no stream stored {args.subject}: made stream {name} (subjects "
+              f"{args.subject.split('.')[0]}.*, {args.partitions} partition(s))")
+    return producer
+
+
+def stream_create(args: argparse.Namespace) -> int:
+    """Make a JetStream stream laid out for N trainers (--shard I/N each)."""
+    from .jetstream import Connection, call, ensure_stream, layout
+
+    made = call(Connection(args.url, args.nats_creds, args.nats_tls_ca), lambda js: ensure_stream(
+        js, args.stream, args.partitions, args.prefix, args.replicas))
+    wanted = layout(args.partitions, args.prefix)
+    print(f"stream {args.stream} {'made' if made else 'exists already, with this layout'}: "
+          f"subjects {wanted['subjects'][0]}, stored as {wanted['transform'][1]}; trainers: "
+          f"streammlp serve --source {args.url} --stream {args.stream} --shard I/{args.partitions} "
+          f"(I = 0..{args.partitions - 1})")
     return 0
 
 
@@ -196,6 +235,11 @@ def _client_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--curve-server-key", default=None, help="CurveZMQ: the service's .key file")
 
 
+def _nats_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--nats-creds", default=None, help="NATS credentials file (.creds)")
+    p.add_argument("--nats-tls-ca", default=None, help="CA certificate (PEM) of the NATS server")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streammlp", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -233,8 +277,25 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=0, help="samples/s (0: no limit)")
     p.add_argument("--loop", type=int, default=1, help="send the file this many times")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds a send may block")
+    p.add_argument("--to", default=None, help="nats://HOST:PORT: publish into JetStream instead")
+    p.add_argument("--subject", default=None, help="with --to: the subject, PREFIX.KEY")
+    p.add_argument("--stream", default="SAMPLES",
+                   help="with --to: the stream to make if none stores the subject (default %(default)s)")
+    p.add_argument("--partitions", type=int, default=1, help="... laid out for this many trainers")
     _client_options(p)
+    _nats_options(p)
     p.set_defaults(run=feed)
+
+    p = commands.add_parser("stream", help="JetStream streams to train from")
+    actions = p.add_subparsers(dest="action", required=True)
+    p = actions.add_parser("create", help=stream_create.__doc__)
+    p.add_argument("url", help="nats://HOST:PORT")
+    p.add_argument("--stream", required=True)
+    p.add_argument("--partitions", type=int, required=True, help="N: trainers --shard 0/N .. N-1/N")
+    p.add_argument("--prefix", default="samples", help="the subjects' first token (default %(default)s)")
+    p.add_argument("--replicas", type=int, default=1, help="R: copies in a cluster (3 for R3)")
+    _nats_options(p)
+    p.set_defaults(run=stream_create)
 
     p = commands.add_parser("plot", help=plot.__doc__)
     p.add_argument("metrics")
@@ -272,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, OSError, TimeoutError) as e:
+    except (ValueError, OSError, TimeoutError, ImportError) as e:
         print(f"streammlp {args.command}: {e}", file=sys.stderr)
         return 2
 

@@ -89,6 +89,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "--partitions N' (subjects PREFIX.I.*)")
     g.add_argument("--subject-prefix", default=jetstream.PREFIX,
                    help="the first token of the stream's subjects (default %(default)s)")
+    g.add_argument("--publish-kv", default=None, metavar="BUCKET",
+                   help="also keep every model's newest weights (the weights message) in this "
+                        "JetStream key-value bucket, under the model's key ('default' unkeyed)")
     g.add_argument("--nats-creds", default=None, help="NATS credentials file (.creds)")
     g.add_argument("--nats-tls-ca", default=None, help="CA certificate (PEM) of the NATS server")
     g.add_argument("--nats-tls-cert", default=None, help="client certificate (PEM) for NATS TLS")
@@ -143,9 +146,10 @@ def build(args: argparse.Namespace) -> Trainer:
 def _source(args: argparse.Namespace):
     """The source the options name (``--source``), or None for the ingest socket."""
     if args.source is None:
-        for name in ("stream", "subject", "shard"):
+        for name in ("stream", "subject", "shard", "publish_kv"):
             if getattr(args, name) is not None:
-                raise ValueError(f"--{name} names what --source reads; add --source nats://HOST:PORT")
+                raise ValueError(f"--{name.replace('_', '-')} goes with --source nats://HOST:PORT; "
+                                 "add it")
         return None
     if not args.checkpoint:
         raise ValueError("--source needs --checkpoint PATH: it records the last stream sequence "
@@ -160,7 +164,7 @@ def _source(args: argparse.Namespace):
                                       args.nats_tls_cert, args.nats_tls_key)
     return JetStreamSource(JetStreamConfig(connection, args.stream, args.subject, args.start,
                                            JetStreamConfig.parse_shard(args.shard),
-                                           args.subject_prefix))
+                                           args.subject_prefix, args.publish_kv))
 
 
 def _position(args: argparse.Namespace, source, extra: dict) -> int | None:

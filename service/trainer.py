@@ -408,7 +408,10 @@ class Trainer:
         return body
 
     def _send(self, topic: bytes, body: dict) -> None:
-        self.publisher.send_multipart([topic, protocol.pack(body)])
+        frame = protocol.pack(body)
+        self.publisher.send_multipart([topic, frame])
+        if self.source and topic.endswith(protocol.WEIGHTS):  # and to its key-value store
+            self.source.publish_weights(body.get("model") or protocol.DEFAULT_MODEL, frame)
 
     def publish_state(self, weights: bool = True) -> None:
         self.metrics.rate()

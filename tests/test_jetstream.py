@@ -13,6 +13,7 @@ import pytest
 
 pytest.importorskip("nats", reason="the nats extra (nats-py) is not installed")
 
+from nats.js.errors import NotFoundError  # noqa: E402
 from natsserver import NatsServer, binary  # noqa: E402
 
 from conftest import running_service  # noqa: E402
@@ -214,6 +215,36 @@ def test_two_shards_train_the_same_models_as_one_trainer(server, tmp_path):
                 assert np.array_equal(a, b)
 
 
+def test_publish_kv_keeps_every_models_newest_weights_in_a_bucket(server, tmp_path):
+    make_stream(server.url, "KV")
+    X, y = rows(90)
+    with StreamProducer(server.url, "kv.a") as producer:
+        for i, key in enumerate(["a", "b", "c"] * 3):
+            producer.send(X[i * 10:(i + 1) * 10], y[i * 10:(i + 1) * 10], f"kv.{key}")
+    with serve(server.url, "KV", tmp_path / "m.npz", "--keyed", "--publish-kv", "WEIGHTS") as s, \
+            Control(s.control, timeout=RECV_TIMEOUT) as c:
+        wait_for(c, lambda m: m["samples"] == 90, "all trained")
+
+        async def entries(js):
+            kv = await js.key_value("WEIGHTS")
+            return {key: msgpack.unpackb((await kv.get(key)).value) for key in "abc"}
+        deadline = time.monotonic() + WAIT
+        while True:  # written within KV_EVERY_S of the publish
+            try:
+                stored = call(Connection(server.url), entries)
+                if all(body["version"] == 30 for body in stored.values()):
+                    break
+            except NotFoundError:  # the bucket or a key not there yet
+                pass
+            assert time.monotonic() < deadline, "the bucket never held every model's weights"
+            time.sleep(0.1)
+        for key, body in stored.items():
+            theirs, mine = protocol.decode_weights(body), c.snapshot(key)
+            assert theirs.model == key
+            for a, b in zip(theirs.weights + theirs.biases, mine.weights + mine.biases):
+                assert np.array_equal(a, b)
+
+
 def test_stream_create_refuses_another_layout_and_feed_makes_a_missing_stream(server, tmp_path,
                                                                               capsys):
     assert cli.main(["stream", "create", server.url, "--stream", "LAY", "--partitions", "2",
@@ -249,4 +280,5 @@ def test_options_are_checked_before_anything_starts(tmp_path):
                                "--from", "last")
     assert "I/N" in refused("--source", "nats://h:1", "--stream", "S", "--checkpoint", "c",
                             "--shard", "2/2")
-    assert "add --source" in refused("--stream", "S")
+    assert "goes with --source" in refused("--stream", "S")
+    assert "--publish-kv goes with --source" in refused("--publish-kv", "W")

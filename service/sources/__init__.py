@@ -6,7 +6,7 @@ through :class:`Handoff`: each item is queued and then signalled on an inproc
 socket the loop polls beside its others, one signal per item. So the loop stays
 the one place a sample goes to a weight update, and control and publish keep
 answering whatever the log's server does. ``jetstream.JetStreamSource`` is one;
-a Kafka source would implement the same five members:
+a Kafka source would implement the same six members:
 
 - ``start(context, after)``: connect in the background and read from after the
   log position ``after`` (the checkpoint's), or from where the options say if
@@ -15,6 +15,8 @@ a Kafka source would implement the same five members:
   (a dict, published on ``events``).
 - ``identity``: what a checkpoint's position belongs to (the log, its filter).
 - ``status()``: connected or not, the position read, what is behind, errors (``metrics``).
+- ``publish_weights(key, frame)``: keep a model's newest ``weights`` body in the log's
+  key-value store, if asked to (else nothing).
 - ``close()``: stop the thread and the client.
 """
 

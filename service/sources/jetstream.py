@@ -40,6 +40,7 @@ CONSUMER_IDLE_S = 30.0  # the server deletes a consumer left behind (by a crash)
 FIRST_BACKOFF_S, MAX_BACKOFF_S = 0.1, 5.0  # waits between retries after a fault, doubling
 RECONNECT_WAIT_S = 0.5  # nats-py's wait between reconnect attempts
 PROGRESS_EVERY_S = 1.0  # progress lines while replaying
+KV_EVERY_S = 0.05  # how often the newest weights of models that changed go to the bucket
 STOP_TIMEOUT_S = 5.0
 
 
@@ -55,6 +56,7 @@ class JetStreamConfig:
     start: str = "first"
     shard: tuple[int, int] | None = None
     prefix: str = jetstream.PREFIX
+    kv_bucket: str | None = None  # also keep every model's newest weights in this bucket
     filter: str | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
@@ -62,6 +64,9 @@ class JetStreamConfig:
             raise ValueError(f"--stream {self.stream!r}: expected a stream name (no spaces, . * > / \\)")
         if self.start not in ("first", "new") and not (self.start.isdigit() and int(self.start) >= 1):
             raise ValueError(f"--from {self.start!r}: expected first, new or a stream sequence >= 1")
+        if self.kv_bucket is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", self.kv_bucket):
+            raise ValueError(f"--publish-kv {self.kv_bucket!r}: expected a bucket name of "
+                             "A-Z a-z 0-9 _ -")
         if self.shard and self.subject:
             raise ValueError("--shard I/N reads the subjects PREFIX.I.*; drop --subject")
         filter = jetstream.shard_subject(*self.shard, self.prefix) if self.shard else self.subject
@@ -96,6 +101,8 @@ class JetStreamSource:
         self._stop: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
         self._shown, self._live = 0.0, False  # progress shown at; caught up
+        self._weights: dict[str, bytes] = {}  # models' newest weights, for the bucket
+        self._weights_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return (f"JetStreamSource({self.config.connection.url!r}, stream={self.config.stream!r}, "
@@ -117,6 +124,13 @@ class JetStreamSource:
         return {**self.identity, "url": self.config.connection.url, "connected": self.connected,
                 "next": self._next, "behind": self.behind, "missing": self.missing,
                 "error": self.error}
+
+    def publish_weights(self, key: str, frame: bytes) -> None:
+        """Keep ``frame`` (a ``weights`` body) as model ``key``'s in the bucket, if there is
+        one: only the newest of each model is written, every ``KV_EVERY_S``."""
+        if self.config.kv_bucket:
+            with self._weights_lock:
+                self._weights[key] = frame
 
     def close(self) -> None:
         if self._loop is not None and self._stop is not None:
@@ -154,9 +168,11 @@ class JetStreamSource:
                 continue
             self.connected = True
             log.info("source: connected to %s", url)
+            writer = asyncio.create_task(self._write_weights(nc.jetstream()))
             try:
                 await self._read(nc.jetstream())
             finally:
+                writer.cancel()
                 self.connected = False
                 await nc.close()
 
@@ -182,6 +198,29 @@ class JetStreamSource:
                 continue
             await self._hand(msgs)
             self._progress()
+
+    async def _write_weights(self, js) -> None:
+        """Put models' newest weights into the bucket (made if missing) until cancelled."""
+        if not self.config.kv_bucket:
+            return
+        errors = jetstream._nats().js.errors
+        kv = None
+        while True:
+            await asyncio.sleep(KV_EVERY_S)
+            with self._weights_lock:
+                news, self._weights = self._weights, {}
+            try:
+                if kv is None:
+                    try:
+                        kv = await js.key_value(self.config.kv_bucket)
+                    except errors.BucketNotFoundError:
+                        kv = await js.create_key_value(bucket=self.config.kv_bucket, history=1)
+                for key, frame in news.items():
+                    await kv.put(key, frame)
+            except (errors.Error, jetstream._nats().errors.Error, asyncio.TimeoutError) as e:
+                with self._weights_lock:  # written next time, unless newer ones came meanwhile
+                    self._weights = {**news, **self._weights}
+                await self._fault(f"--publish-kv {self.config.kv_bucket}: {e}", KV_EVERY_S)
 
     async def _subscribe(self, js, old):
         """A new consumer from the next sequence (the old one, if any, deleted)."""

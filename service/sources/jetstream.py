@@ -19,6 +19,7 @@ shards is looked up again every ``MAX_BACKOFF_S``; ``status()`` says which.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import threading
@@ -133,9 +134,9 @@ class JetStreamSource:
                 self._weights[key] = frame
 
     def close(self) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        if self._thread is not None:
+        if self._thread is not None and self._thread.is_alive():
+            if self._loop is not None and self._stop is not None:
+                self._loop.call_soon_threadsafe(self._stop.set)
             self._thread.join(STOP_TIMEOUT_S)
         self.handoff.close()
 
@@ -185,18 +186,16 @@ class JetStreamSource:
                 if sub is None or self._resubscribe:
                     sub = await self._subscribe(js, sub)
                     backoff = FIRST_BACKOFF_S
-                msgs = await sub.fetch(FETCH_MESSAGES, timeout=FETCH_WAIT_S)
-            except asyncio.TimeoutError:  # nothing new (or disconnected: nats-py reconnects)
-                if self.connected:
-                    self.behind = 0
-                    self._progress()
-                continue
-            except (errors.Error, ValueError) as e:
+                msgs = await sub.fetch(FETCH_MESSAGES, FETCH_WAIT_S)
+            except (errors.Error, ValueError, asyncio.TimeoutError) as e:
                 await self._fault(str(e), backoff)
                 backoff = min(2 * backoff, MAX_BACKOFF_S)
                 sub = None
                 continue
-            await self._hand(msgs)
+            if msgs:
+                await self._hand(msgs)
+            elif self.connected:  # nothing new (or disconnected: nats-py reconnects)
+                self.behind = 0
             self._progress()
 
     async def _write_weights(self, js) -> None:
@@ -230,7 +229,7 @@ class JetStreamSource:
         if old is not None:
             try:
                 await old.unsubscribe()
-                await js.delete_consumer(config.stream, old._consumer)
+                await js.delete_consumer(config.stream, old.consumer)
             except (nats.errors.Error, asyncio.TimeoutError):
                 pass  # gone already; or left to the server, which deletes it when idle
         try:
@@ -258,7 +257,9 @@ class JetStreamSource:
             inactive_threshold=CONSUMER_IDLE_S, mem_storage=True, num_replicas=1))
         self._cseq = 0
         self.error = None
-        return await js.pull_subscribe_bind(name, stream=config.stream)
+        pull = _Pull(js._nc, config.stream, name)
+        await pull.subscribe()
+        return pull
 
     async def _hand(self, msgs: list) -> None:
         """Hand fetched messages to the trainer in batches of at most ``BATCH_BYTES``."""
@@ -338,3 +339,53 @@ class JetStreamSource:
     async def _on_error(self, e: Exception) -> None:
         where = "" if self.connected else f"cannot reach NATS at {self.config.connection.url}: "
         self.error = f"{where}{type(e).__name__}: {e}"
+
+
+class _Pull:
+    """A pull consumer's deliveries through a plain subscription: ask for a batch, collect it.
+
+    nats-py's ``PullSubscription.fetch`` awaits each message with a timeout of its
+    own (a task each); this takes them in the subscription's callback instead,
+    about twice as fast for small messages (measured here).
+    """
+
+    def __init__(self, nc, stream: str, consumer: str) -> None:
+        self.nc, self.consumer = nc, consumer
+        self.next = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self.msgs: list = []
+        self.wanted = 0
+        self.status: str | None = None  # a status that ended a request other than 404/408
+        self.done = asyncio.Event()
+
+    async def subscribe(self) -> None:
+        self.inbox = self.nc.new_inbox()
+        self.sub = await self.nc.subscribe(self.inbox, cb=self._delivered)
+
+    async def _delivered(self, msg) -> None:
+        status = msg.headers.get("Status") if msg.headers and not msg.data else None
+        if status is None:
+            self.msgs.append(msg)
+            self.wanted -= 1
+            if self.wanted > 0:
+                return
+        elif status not in ("404", "408"):  # not "no messages" or "expired": something is wrong
+            self.status = f"{status} {msg.headers.get('Description', '')}".strip()
+        self.done.set()
+
+    async def fetch(self, batch: int, wait: float) -> list:
+        """Up to ``batch`` messages, waiting up to ``wait`` s for the first ones."""
+        self.done.clear()
+        self.wanted, self.status = batch, None
+        request = {"batch": batch, "expires": int(wait * 1e9)}
+        await self.nc.publish(self.next, json.dumps(request).encode(), reply=self.inbox)
+        try:  # the server ends the request itself; no answer at all means no connection
+            await asyncio.wait_for(self.done.wait(), wait + 1.0)
+        except asyncio.TimeoutError:
+            pass
+        if self.status:
+            raise ValueError(f"consumer {self.consumer}: {self.status}")
+        msgs, self.msgs = self.msgs, []
+        return msgs
+
+    async def unsubscribe(self) -> None:
+        await self.sub.unsubscribe()

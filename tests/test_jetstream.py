@@ -132,6 +132,8 @@ def test_bad_frames_and_deleted_messages_are_counted_and_reading_goes_on(server,
         assert stats["rejected"] == {"not_msgpack": 1, "shape": 1, "bad_message": 1}
         assert stats["source"]["missing"] == 1
         assert_weights_of(c, X, y)
+    log = s.log_text()
+    assert f"sequences {doomed}-{doomed} were deleted" in log and "caught up with BAD" in log
 
 
 def test_a_stream_that_does_not_exist_is_reported_and_waited_for(server, tmp_path):

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from . import protocol, signals
+from . import jetstream, protocol, signals
 from .client import Control, Producer, Subscriber
 from .display import LiveDisplay
 from .files import read_samples
@@ -171,11 +171,12 @@ def stream_create(args: argparse.Namespace) -> int:
     from .jetstream import Connection, call, ensure_stream, layout
 
     made = call(Connection(args.url, args.nats_creds, args.nats_tls_ca), lambda js: ensure_stream(
-        js, args.stream, args.partitions, args.prefix, args.replicas))
-    wanted = layout(args.partitions, args.prefix)
+        js, args.stream, args.partitions, args.subject_prefix, args.replicas))
+    wanted = layout(args.partitions, args.subject_prefix)
     print(f"stream {args.stream} {'made' if made else 'exists already, with this layout'}: "
           f"subjects {wanted['subjects'][0]}, stored as {wanted['transform'][1]}; trainers: "
           f"streammlp serve --source {args.url} --stream {args.stream} --shard I/{args.partitions} "
+          + (f"--subject-prefix {args.subject_prefix} " if args.subject_prefix != jetstream.PREFIX else "") +
           f"(I = 0..{args.partitions - 1})")
     return 0
 
@@ -292,7 +293,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("url", help="nats://HOST:PORT")
     p.add_argument("--stream", required=True)
     p.add_argument("--partitions", type=int, required=True, help="N: trainers --shard 0/N .. N-1/N")
-    p.add_argument("--prefix", default="samples", help="the subjects' first token (default %(default)s)")
+    p.add_argument("--subject-prefix", default=jetstream.PREFIX,
+                   help="the subjects' first token (default %(default)s)")
     p.add_argument("--replicas", type=int, default=1, help="R: copies in a cluster (3 for R3)")
     _nats_options(p)
     p.set_defaults(run=stream_create)

@@ -250,10 +250,10 @@ def test_publish_kv_keeps_every_models_newest_weights_in_a_bucket(server, tmp_pa
 def test_stream_create_refuses_another_layout_and_feed_makes_a_missing_stream(server, tmp_path,
                                                                               capsys):
     assert cli.main(["stream", "create", server.url, "--stream", "LAY", "--partitions", "2",
-                     "--prefix", "lay"]) == 0
+                     "--subject-prefix", "lay"]) == 0
     assert "made" in capsys.readouterr().out
     assert cli.main(["stream", "create", server.url, "--stream", "LAY", "--partitions", "3",
-                     "--prefix", "lay"]) == 2
+                     "--subject-prefix", "lay"]) == 2
     assert "exists with another layout" in capsys.readouterr().err
     X, y = rows(50)
     np.savez(tmp_path / "d.npz", X=X, y=y)

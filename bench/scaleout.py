@@ -18,8 +18,9 @@ samples trained until all are, rate = samples trained in between / time between.
   sample either trainer trained to the last (the two start within their
   warm-ups' difference, which counts against the shards). Target: >= 1.6.
 - **single-sample messages**: ``--small`` messages of one 16-32-1 row, replayed
-  by the service; beside it, what bounds it: nats-py fetching the same messages
-  in this process with the source's consumer and nothing else.
+  by the service; beside it, what bounds it: the source's reader (``_Pull``)
+  fetching the same messages alone, in a process of its own (``spawn``).
+  ``--parts`` runs some of the three.
 
 Run from the repository root (a few minutes; ``--quick`` is smaller)::
 
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing as mp
 import os
 import statistics
 import sys
@@ -56,6 +58,7 @@ from streammlp import protocol  # noqa: E402
 from streammlp.client import Control  # noqa: E402
 from streammlp.jetstream import Connection, StreamProducer, call, ensure_stream  # noqa: E402
 
+SPAWN = mp.get_context("spawn")
 POLL_S = 0.005
 TIMEOUT_S = 300.0
 NET = ("--layers", "16,32,1", "--lr", "0.1", "--seed", "0", "--checkpoint-every-s", "3600")
@@ -143,7 +146,12 @@ def zmq_rate(payloads: list[bytes], total: int) -> float:
 
 
 def fetch_rate(url: str, stream: str, messages: int) -> float:
-    """Messages/s of nats-py fetching ``stream`` in this process, as the source does, alone."""
+    """Messages/s of the source's reader fetching ``stream`` alone, in a process of its own."""
+    with SPAWN.Pool(1) as pool:
+        return pool.apply(_fetch_rate, (url, stream, messages))
+
+
+def _fetch_rate(url: str, stream: str, messages: int) -> float:
     nats = source.jetstream._nats()
     api = nats.js.api
 
@@ -157,10 +165,11 @@ def fetch_rate(url: str, stream: str, messages: int) -> float:
         await pull.subscribe()
         got, start = 0, time.perf_counter()
         while got < messages:
-            for m in await pull.fetch(source.FETCH_MESSAGES, 5):
+            for m in await pull.fetch(min(source.FETCH_MESSAGES, messages - got), source.FETCH_WAIT_S):
                 m.metadata  # the source reads every message's sequences
                 got += 1
         seconds = time.perf_counter() - start
+        await pull.unsubscribe()
         await js.delete_consumer(stream, "bench")
         await nc.close()
         return got / seconds
@@ -178,6 +187,8 @@ def main() -> None:
     p.add_argument("--small", type=int, default=200_000, help="single-sample messages")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="a tenth of the sizes, 2 repeats")
+    p.add_argument("--parts", default="replay,shards,small",
+                   help="which of replay, shards, small to run (default: all)")
     args = p.parse_args()
     if args.quick:
         args.messages, args.keys, args.small, args.repeats = 400, 1000, 20_000, 2
@@ -185,41 +196,55 @@ def main() -> None:
         url = server.url
         print(f"nats-server {server.exe} at {url}; {os.cpu_count()} cores")
 
-        # Replay against the ZeroMQ ingest, 16-32-1, 256 rows a message.
-        payloads = frames(args.messages, 256)
-        total = args.messages * 256
-        fill(url, "REPLAY", "replay.x", payloads)
-        pairs = []
-        for _ in range(args.repeats):
-            js, zm = replay_rate(url, "REPLAY", total), zmq_rate(payloads, total)
-            pairs.append((js, zm))
-            print(f"  replay {js:>12,.0f} samples/s   zeromq ingest {zm:>12,.0f} samples/s")
-        print(f"replay of {total:,} samples from JetStream / ZeroMQ ingest: "
-              f"{median_ratio(pairs):.2f}x (median of {len(pairs)} pairs; target >= 0.7)")
+        parts = args.parts.split(",")
+        if "replay" in parts:
+            replay(url, args)
+        if "shards" in parts:
+            shards(url, args)
+        if "small" in parts:
+            small(url, args)
 
-        # Shards: 2 trainers against 1, keyed, 4 messages of 16 rows per key.
-        rng = np.random.default_rng(1)
-        keys = rng.integers(args.keys, size=args.keys * 4)
-        keys[:args.keys] = np.arange(args.keys)  # every key has messages
-        payloads = frames(len(keys), 16, seed=1)
-        fill(url, "SHARDS", [f"shards.k{k}" for k in keys], payloads, partitions=2)
-        total = len(keys) * 16
-        pairs = []
-        for _ in range(args.repeats):
-            two, one = shards_rate(url, "SHARDS", total, 2), shards_rate(url, "SHARDS", total, 1)
-            pairs.append((two, one))
-            print(f"  2 shards {two:>12,.0f} samples/s   1 trainer {one:>12,.0f} samples/s")
-        print(f"{args.keys:,} keys, {total:,} samples: 2 shards / 1 trainer: "
-              f"{median_ratio(pairs):.2f}x aggregate (median of {len(pairs)} pairs; target >= 1.6)")
 
-        # One sample per message.
-        fill(url, "SMALL", "small.x", frames(args.small, 1, seed=2))
-        rates = [(replay_rate(url, "SMALL", args.small), fetch_rate(url, "SMALL", args.small))
-                 for _ in range(args.repeats)]
-        service, fetch = (statistics.median(r[i] for r in rates) for i in (0, 1))
-        print(f"one sample per message: replay {service:,.0f} samples/s; nats-py fetching alone "
-              f"(this process, no training) {fetch:,.0f} messages/s: {service / fetch:.2f}x of it")
+def replay(url: str, args: argparse.Namespace) -> None:
+    """Replay against the ZeroMQ ingest, 16-32-1, 256 rows a message."""
+    payloads = frames(args.messages, 256)
+    total = args.messages * 256
+    fill(url, "REPLAY", "replay.x", payloads)
+    pairs = []
+    for _ in range(args.repeats):
+        js, zm = replay_rate(url, "REPLAY", total), zmq_rate(payloads, total)
+        pairs.append((js, zm))
+        print(f"  replay {js:>12,.0f} samples/s   zeromq ingest {zm:>12,.0f} samples/s")
+    print(f"replay of {total:,} samples from JetStream / ZeroMQ ingest: "
+          f"{median_ratio(pairs):.2f}x (median of {len(pairs)} pairs; target >= 0.7)")
 
+
+def shards(url: str, args: argparse.Namespace) -> None:
+    """2 trainers against 1, keyed, 4 messages of 16 rows per key."""
+    rng = np.random.default_rng(1)
+    keys = rng.integers(args.keys, size=args.keys * 4)
+    keys[:args.keys] = np.arange(args.keys)  # every key has messages
+    payloads = frames(len(keys), 16, seed=1)
+    fill(url, "SHARDS", [f"shards.k{k}" for k in keys], payloads, partitions=2)
+    total = len(keys) * 16
+    pairs = []
+    for _ in range(args.repeats):
+        two, one = shards_rate(url, "SHARDS", total, 2), shards_rate(url, "SHARDS", total, 1)
+        pairs.append((two, one))
+        print(f"  2 shards {two:>12,.0f} samples/s   1 trainer {one:>12,.0f} samples/s")
+    print(f"{args.keys:,} keys, {total:,} samples: 2 shards / 1 trainer: "
+          f"{median_ratio(pairs):.2f}x aggregate (median of {len(pairs)} pairs; target >= 1.6)")
+
+
+def small(url: str, args: argparse.Namespace) -> None:
+    """One sample per message: the service's replay, and its reader alone."""
+    fill(url, "SMALL", "small.x", frames(args.small, 1, seed=2))
+    rates = []
+    for _ in range(args.repeats):
+        rates.append((replay_rate(url, "SMALL", args.small), fetch_rate(url, "SMALL", args.small)))
+        print(f"  replay {rates[-1][0]:>12,.0f} samples/s   reader alone {rates[-1][1]:>12,.0f} messages/s")
+    print(f"one sample per message, {args.small:,} messages: replay / the source's reader alone "
+          f"(its own process, no training): {median_ratio(rates):.2f}x (median of {len(rates)} pairs)")
 
 if __name__ == "__main__":
     main()

@@ -19,7 +19,8 @@ samples trained until all are, rate = samples trained in between / time between.
   warm-ups' difference, which counts against the shards). Target: >= 1.6.
 - **single-sample messages**: ``--small`` messages of one 16-32-1 row, replayed
   by the service; beside it, what bounds it: the source's reader (``_Pull``)
-  fetching the same messages alone, in a process of its own (``spawn``).
+  fetching the same messages alone, in a process of its own (``spawn``); and the
+  same frames on the ZeroMQ ingest.
   ``--parts`` runs some of the three.
 
 Run from the repository root (a few minutes; ``--quick`` is smaller)::
@@ -237,14 +238,19 @@ def shards(url: str, args: argparse.Namespace) -> None:
 
 
 def small(url: str, args: argparse.Namespace) -> None:
-    """One sample per message: the service's replay, and its reader alone."""
-    fill(url, "SMALL", "small.x", frames(args.small, 1, seed=2))
+    """One sample per message: the service's replay, its reader alone, the ZeroMQ ingest."""
+    payloads = frames(args.small, 1, seed=2)
+    fill(url, "SMALL", "small.x", payloads)
     rates = []
     for _ in range(args.repeats):
-        rates.append((replay_rate(url, "SMALL", args.small), fetch_rate(url, "SMALL", args.small)))
-        print(f"  replay {rates[-1][0]:>12,.0f} samples/s   reader alone {rates[-1][1]:>12,.0f} messages/s")
+        rates.append((replay_rate(url, "SMALL", args.small), fetch_rate(url, "SMALL", args.small),
+                      zmq_rate(payloads, args.small)))
+        print("  replay {:>10,.0f} samples/s   reader alone {:>10,.0f} messages/s   zeromq ingest "
+              "{:>10,.0f} samples/s".format(*rates[-1]))
     print(f"one sample per message, {args.small:,} messages: replay / the source's reader alone "
-          f"(its own process, no training): {median_ratio(rates):.2f}x (median of {len(rates)} pairs)")
+          f"(its own process, no training): {median_ratio([r[:2] for r in rates]):.2f}x; "
+          f"replay / ZeroMQ ingest: {median_ratio([r[::2] for r in rates]):.3f}x "
+          f"(medians of {len(rates)})")
 
 if __name__ == "__main__":
     main()

@@ -5,6 +5,7 @@ store), stopped at the end; each test uses streams of its own. The oracle is
 ``MLP.learn`` (or one unsharded trainer) on the same rows in stream order.
 """
 
+import socket
 import time
 
 import msgpack
@@ -175,9 +176,25 @@ def test_server_down_at_start_and_restarted_mid_run(server, tmp_path):
             stats = wait_for(c, lambda m: m["samples"] == 400, "trained after the restart")
             assert stats["source"]["connected"]
             assert_weights_of(c, X, y)
+            assert s.stop() == 0  # a clean exit, whatever the source went through
+        assert "cannot reach NATS" in s.log_text() and "reconnected" in s.log_text()
     finally:
         if server.proc.poll() is not None:
             server.start()
+
+
+def test_a_service_whose_server_never_comes_stops_cleanly(tmp_path):
+    nowhere = socket.socket()
+    nowhere.bind(("127.0.0.1", 0))  # a port of no server (bound, never listening)
+    try:
+        url = f"nats://127.0.0.1:{nowhere.getsockname()[1]}"
+        with serve(url, "S", tmp_path / "m.npz") as s, Control(s.control, timeout=RECV_TIMEOUT) as c:
+            stats = wait_for(c, lambda m: m["source"]["error"] is not None, "an error")
+            assert "cannot reach NATS" in stats["source"]["error"]
+            assert s.stop() == 0  # not killed after its stop timeout: the reader let go
+        assert "source: cannot reach NATS" in s.log_text()  # said (once) in the log too
+    finally:
+        nowhere.close()
 
 
 def test_two_shards_train_the_same_models_as_one_trainer(server, tmp_path):

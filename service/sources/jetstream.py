@@ -93,6 +93,7 @@ class JetStreamSource:
         self.identity = {"kind": "jetstream", "stream": config.stream, "filter": config.filter}
         self.connected = False
         self.error: str | None = None  # the latest fault, until reading works again
+        self._reported: str | None = None  # the fault last logged
         self.behind: int | None = None  # messages in the stream after the last one read
         self.missing = 0  # sequences found deleted (gaps), reading the whole stream
         self._next: int | None = None  # the stream sequence to read next
@@ -157,11 +158,20 @@ class JetStreamSource:
         backoff = FIRST_BACKOFF_S
         url = self.config.connection.url
         while not self._stop.is_set():
+            # nats-py retries a first connection for ever (reporting through _on_error): wait
+            # for it or for the stop, whichever comes first.
+            connecting = asyncio.create_task(nats.connect(
+                **self.config.connection.options(), max_reconnect_attempts=-1,
+                reconnect_time_wait=RECONNECT_WAIT_S, error_cb=self._on_error,
+                disconnected_cb=self._on_disconnected, reconnected_cb=self._on_reconnected))
+            stopping = asyncio.create_task(self._stop.wait())
+            await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not connecting.done():
+                connecting.cancel()
+                return
             try:
-                nc = await nats.connect(
-                    **self.config.connection.options(), max_reconnect_attempts=-1,
-                    reconnect_time_wait=RECONNECT_WAIT_S, error_cb=self._on_error,
-                    disconnected_cb=self._on_disconnected, reconnected_cb=self._on_reconnected)
+                nc = connecting.result()
             except (nats.errors.Error, OSError, asyncio.TimeoutError) as e:
                 await self._fault(f"cannot reach NATS at {url} ({type(e).__name__}: {e}); "
                                   f"retrying", backoff)
@@ -256,7 +266,7 @@ class JetStreamSource:
             ack_policy=api.AckPolicy.NONE, filter_subject=config.filter,
             inactive_threshold=CONSUMER_IDLE_S, mem_storage=True, num_replicas=1))
         self._cseq = 0
-        self.error = None
+        self.error = self._reported = None
         pull = _Pull(js._nc, config.stream, name)
         await pull.subscribe()
         return pull
@@ -299,12 +309,17 @@ class JetStreamSource:
         while not self.handoff.put(item):
             await asyncio.sleep(0.001)
 
-    async def _fault(self, error: str, wait: float) -> None:
-        """Report a fault (logged once while it lasts, and an event), then wait ``wait`` s."""
-        if error != self.error:
-            self.error = error
+    async def _report(self, error: str) -> None:
+        """A fault: in ``status()``, and logged and evented once while it lasts."""
+        if error != self._reported:
+            self._reported = error
             log.warning("source: %s", error)
             await self._put(protocol.event_body("source", state="fault", error=error))
+        self.error = error
+
+    async def _fault(self, error: str, wait: float) -> None:
+        """Report a fault, then wait ``wait`` s (or until stopped)."""
+        await self._report(error)
         try:
             await asyncio.wait_for(self._stop.wait(), wait)
         except asyncio.TimeoutError:
@@ -338,7 +353,7 @@ class JetStreamSource:
 
     async def _on_error(self, e: Exception) -> None:
         where = "" if self.connected else f"cannot reach NATS at {self.config.connection.url}: "
-        self.error = f"{where}{type(e).__name__}: {e}"
+        await self._report(f"{where}{type(e).__name__}: {e}")
 
 
 class _Pull:

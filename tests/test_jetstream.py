@@ -112,6 +112,27 @@ def test_kill_9_at_random_points_gives_the_weights_of_an_uninterrupted_run(serve
                     assert_weights_of(c, X, y)
 
 
+def test_a_stop_mid_replay_checkpoints_what_was_applied_and_resume_goes_on(server, tmp_path):
+    messages = 3000  # 6 fetches of 512, each trained a pause apart
+    X, y = rows(messages, seed=4)
+    make_stream(server.url, "STOP")
+    with StreamProducer(server.url, "stop.x") as producer:
+        for i in range(messages):
+            producer.send(X[i:i + 1], y[i:i + 1])
+        last = producer.flush()
+    ckpt = tmp_path / "m.npz"
+    with serve(server.url, "STOP", ckpt, "--delay-ms", "300") as s, \
+            Control(s.control, timeout=RECV_TIMEOUT) as c:
+        wait_for(c, lambda m: m["samples"] > 0, "a first batch")
+        assert s.stop() == 0  # with batches still queued by the reader
+    saved = checkpoint.read(ckpt)
+    applied = saved["extra"]["source"]["applied"]
+    assert 0 < applied < last and saved["samples"] == applied  # one row a message
+    with serve(server.url, "STOP", ckpt, "--resume") as s, Control(s.control, timeout=RECV_TIMEOUT) as c:
+        wait_for(c, lambda m: m["source"]["applied"] == last, "all applied")
+        assert_weights_of(c, X, y)
+
+
 def test_bad_frames_and_deleted_messages_are_counted_and_reading_goes_on(server, tmp_path):
     X, y = rows(60)
     make_stream(server.url, "BAD")

@@ -305,8 +305,11 @@ class JetStreamSource:
                                             seq=found, missing=found - expected))
 
     async def _put(self, item) -> None:
-        """Queue ``item`` for the trainer, waiting (without blocking the loop) while it is busy."""
+        """Queue ``item`` for the trainer, waiting (without blocking the loop) while it is busy;
+        dropped when stopping (the trainer takes no more: what it applied is its position)."""
         while not self.handoff.put(item):
+            if self._stop.is_set():
+                return
             await asyncio.sleep(0.001)
 
     async def _report(self, error: str) -> None:

@@ -219,14 +219,15 @@ def test_a_service_whose_server_never_comes_stops_cleanly(tmp_path):
 
 
 def test_two_shards_train_the_same_models_as_one_trainer(server, tmp_path):
-    keys, per_key = 200, 3
+    keys, per_key = 1000, 2  # the issue: 2 shards x 1,000 keys
     result = cli.main(["stream", "create", server.url, "--stream", "SHARDS", "--partitions", "2"])
     assert result == 0
     rng = np.random.default_rng(5)
     X, y = rows(keys * per_key * 4, seed=3)
     with StreamProducer(server.url, "samples.k0") as producer:
-        for j in range(keys * per_key):  # keys interleaved, 4 rows a message
-            producer.send(X[j * 4:(j + 1) * 4], y[j * 4:(j + 1) * 4], f"samples.k{rng.integers(keys)}")
+        for j in range(keys * per_key):  # every key, then keys at random; 4 rows a message
+            key = j if j < keys else rng.integers(keys)
+            producer.send(X[j * 4:(j + 1) * 4], y[j * 4:(j + 1) * 4], f"samples.k{key}")
         last = producer.flush()
     runs = {"all": (), "0": ("--shard", "0/2"), "1": ("--shard", "1/2")}
     services = {name: serve(server.url, "SHARDS", tmp_path / f"{name}.npz", "--keyed", *extra)
@@ -247,6 +248,7 @@ def test_two_shards_train_the_same_models_as_one_trainer(server, tmp_path):
     one, shards = fleets["all"], [fleets["0"], fleets["1"]]
     assert not set(shards[0].keys) & set(shards[1].keys)  # no overlap ...
     assert set(shards[0].keys) | set(shards[1].keys) == set(one.keys)  # ... and no gap
+    assert len(one.keys) == keys and min(len(f.keys) for f in shards) > keys // 3
     assert sum(f.totals()[0] for f in shards) == one.totals()[0] == len(X)
     for shard in shards:
         for key in shard.keys:

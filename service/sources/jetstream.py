@@ -102,6 +102,7 @@ class JetStreamSource:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
+        self._closing = False
         self._shown, self._live = 0.0, False  # progress shown at; caught up
         self._weights: dict[str, bytes] = {}  # models' newest weights, for the bucket
         self._weights_lock = threading.Lock()
@@ -135,6 +136,7 @@ class JetStreamSource:
                 self._weights[key] = frame
 
     def close(self) -> None:
+        self._closing = True  # seen by a reader that has not made its loop yet
         if self._thread is not None and self._thread.is_alive():
             if self._loop is not None and self._stop is not None:
                 self._loop.call_soon_threadsafe(self._stop.set)
@@ -155,6 +157,8 @@ class JetStreamSource:
     async def _main(self) -> None:
         nats = jetstream._nats()
         self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        if self._closing:
+            return
         backoff = FIRST_BACKOFF_S
         url = self.config.connection.url
         while not self._stop.is_set():

@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 
-from streammlp import __version__, checkpoint
+from streammlp import __version__, checkpoint, jetstream
 from streammlp.fleet import Fleet, RaceFleet
 from streammlp.network import ACTIVATIONS, DTYPES, INITS, LOSSES, MLP, OUTPUTS, read
 from streammlp.race import Race
@@ -82,6 +82,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "template and the seed model_seed(--seed, key)")
     p.add_argument("--max-models", type=int, default=MAX_MODELS,
                    help="with --keyed, refuse new keys beyond this many models (default %(default)s)")
+    g = p.add_argument_group("reading a durable log instead of the ingest socket (needs --checkpoint)")
+    g.add_argument("--source", default=None,
+                   help="nats://HOST:PORT (several separated by commas): train from a JetStream "
+                        "stream, exactly once; the checkpoint holds the last sequence applied")
+    g.add_argument("--stream", default=None, help="the JetStream stream to read")
+    g.add_argument("--subject", default=None, help="read only the subjects matching this filter")
+    g.add_argument("--from", dest="start", default="first",
+                   help="without a checkpoint, start at the stream's first message, at new ones, "
+                        "or at a sequence: first|new|SEQ (default %(default)s)")
+    g.add_argument("--shard", default=None,
+                   help="I/N: read only shard I of a stream made by 'streammlp stream create "
+                        "--partitions N' (subjects PREFIX.I.*)")
+    g.add_argument("--subject-prefix", default=jetstream.PREFIX,
+                   help="the first token of the stream's subjects (default %(default)s)")
+    g.add_argument("--publish-kv", default=None, metavar="BUCKET",
+                   help="also keep every model's newest weights (the weights message) in this "
+                        "JetStream key-value bucket, under the model's key ('default' unkeyed)")
+    g.add_argument("--nats-creds", default=None, help="NATS credentials file (.creds)")
+    g.add_argument("--nats-tls-ca", default=None, help="CA certificate (PEM) of the NATS server")
+    g.add_argument("--nats-tls-cert", default=None, help="client certificate (PEM) for NATS TLS")
+    g.add_argument("--nats-tls-key", default=None, help="client key (PEM) for NATS TLS")
     p.add_argument("--delay-ms", type=float, default=d.delay_ms, help=argparse.SUPPRESS)  # tests only
     return p.parse_args(argv)
 
@@ -125,7 +146,58 @@ def build(args: argparse.Namespace) -> Trainer:
                              f"{there}, the options ask for {here}")
         net = saved
     config = TrainerConfig(**{name: getattr(args, name) for name in FIELDS})
-    return Trainer(net, config, rejected=extra.get("rejected"), producers=extra.get("producers"))
+    source = _source(args)
+    position = _position(args, source, extra) if source else None
+    return Trainer(net, config, rejected=extra.get("rejected"), producers=extra.get("producers"),
+                   source=source, position=position)
+
+
+def _source(args: argparse.Namespace):
+    """The source the options name (``--source``), or None for the ingest socket."""
+    if args.source is None:
+        for name in ("stream", "subject", "shard", "publish_kv"):
+            if getattr(args, name) is not None:
+                raise ValueError(f"--{name.replace('_', '-')} goes with --source nats://HOST:PORT; "
+                                 "add it")
+        return None
+    if not args.checkpoint:
+        raise ValueError("--source needs --checkpoint PATH: it records the last stream sequence "
+                         "applied, so that a restart trains every message exactly once")
+    if args.ingest_acked:
+        raise ValueError("--ingest-acked and --source: the stream is the only input; drop one")
+    if not args.stream:
+        raise ValueError("--source needs --stream NAME")
+    from .sources.jetstream import JetStreamConfig, JetStreamSource
+
+    connection = jetstream.Connection(args.source, args.nats_creds, args.nats_tls_ca,
+                                      args.nats_tls_cert, args.nats_tls_key)
+    return JetStreamSource(JetStreamConfig(connection, args.stream, args.subject, args.start,
+                                           JetStreamConfig.parse_shard(args.shard),
+                                           args.subject_prefix, args.publish_kv))
+
+
+def _position(args: argparse.Namespace, source, extra: dict) -> int | None:
+    """The last log position the checkpoint applied, after checking it is this source's."""
+    if not args.resume:
+        try:  # never train the stream again over a checkpoint that has applied some of it
+            saved = checkpoint.read(args.checkpoint).get("extra", {}).get("source")
+        except (OSError, ValueError, KeyError):
+            saved = None
+        if saved:
+            raise ValueError(f"checkpoint {args.checkpoint} has applied stream {saved['stream']} "
+                             f"through sequence {saved['applied']}: pass --resume to continue "
+                             "after it, or remove the file to start over")
+        return None
+    saved = extra.get("source")
+    if saved is None:
+        return None  # a checkpoint of the ingest socket, or none yet: --from says where
+    there = {k: v for k, v in saved.items() if k != "applied"}
+    if there != source.identity:
+        raise ValueError(f"checkpoint {args.checkpoint} holds the position of {there}; these "
+                         f"options read {source.identity}. Resume with the same --stream and "
+                         "--subject/--shard, or start a new checkpoint")
+    log.info("streammlp serve: resuming after stream sequence %s (the checkpoint's)", saved["applied"])
+    return saved["applied"]
 
 
 def keep_freed_memory() -> None:
@@ -152,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()
     try:
         trainer = build(args)
-    except (ValueError, OSError) as e:  # OSError: the Prometheus port taken, say
+    except (ValueError, OSError, ImportError) as e:  # OSError: the Prometheus port taken, say
         log.error("streammlp serve: %s", e)
         return 2
     except MemoryError as e:
@@ -166,8 +238,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     e = trainer.endpoints
+    source = trainer.source
     # One line at start: the endpoints (as bound, with the port the OS chose) and the model.
-    print(f"streammlp serve: ready ingest={e['ingest']} publish={e['publish']} "
+    print("streammlp serve: ready "
+          + (f"source={source.config.connection.url} stream={source.config.stream}" if source
+             else f"ingest={e['ingest']}")
+          + f" publish={e['publish']} "
           f"control={e['control']}" + (f" acked={e['acked']}" if "acked" in e else "")
           + f" version={trainer.version} model={trainer.models.model!r}"
           + (" security=curve" if trainer.auth else " security=none(loopback only)")

@@ -6,6 +6,11 @@ drain of frames alike but for their numbers in one step) -> ``MLP.learn`` (one
 kernel call for all that arrived, one step per sample) -> ``StreamMetrics`` ->
 ``publisher`` (PUB: ``weights``, ``metrics``, ``events``). The ``control``
 socket (ROUTER) answers ping, snapshot, stats, predict and save.
+
+With a source (``service.sources``: a durable log such as a JetStream stream)
+the log replaces the ``samples`` socket: ``Trainer._drain_source`` trains each
+batch the source hands over the same way, and the checkpoint records the log
+position applied, so a restart continues after it, exactly once.
 """
 
 from __future__ import annotations
@@ -57,11 +62,14 @@ class Trainer:
 
     ``model`` is a fresh or resumed network, race, or fleet (one model per key);
     ``rejected`` and ``producers`` are the rejection counts and acknowledged
-    producers' sequence numbers of a resumed checkpoint.
+    producers' sequence numbers of a resumed checkpoint; ``source`` a log to
+    read instead of the ingest socket, ``position`` the last of its positions
+    applied (the checkpoint's; None: where the source's options say).
     """
 
     def __init__(self, model: MLP | Race | Fleet | RaceFleet, config: TrainerConfig = TrainerConfig(),
-                 rejected: dict | None = None, producers: dict | None = None) -> None:
+                 rejected: dict | None = None, producers: dict | None = None,
+                 source=None, position: int | None = None) -> None:
         self.config = config
         self.models = (ManyModels(model, self._send) if isinstance(model, (Fleet, RaceFleet))
                        else OneModel(model))
@@ -83,6 +91,7 @@ class Trainer:
         self.run_id = secrets.token_hex(8)
         self.save_error: str | None = None  # why the latest checkpoint failed, until one succeeds
         self._save_failed_at = -math.inf
+        self.source, self.position = source, position
 
         # Security first, before anything is opened: CURVE on every socket, or loopback only.
         if config.curve_secret:
@@ -98,14 +107,16 @@ class Trainer:
         self.context = zmq.Context()
         self.auth = (security.authenticator(self.context, config.allow_keys)
                      if config.curve_secret else None)
-        self.samples = self.context.socket(zmq.PULL)
-        self.samples.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES)
-        self.samples.setsockopt(zmq.RCVHWM, INGEST_HWM)
         self.publisher = self.context.socket(zmq.PUB)
         self.control = self.context.socket(zmq.ROUTER)
         self.control.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES)
-        bound = [("ingest", self.samples, config.ingest), ("publish", self.publisher, config.publish),
-                 ("control", self.control, config.control)]
+        bound = [("publish", self.publisher, config.publish), ("control", self.control, config.control)]
+        self.samples = None  # with a source, the log is the only input
+        if source is None:
+            self.samples = self.context.socket(zmq.PULL)
+            self.samples.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES)
+            self.samples.setsockopt(zmq.RCVHWM, INGEST_HWM)
+            bound.insert(0, ("ingest", self.samples, config.ingest))
         self.acked = None
         if config.ingest_acked:
             self.acked = self.context.socket(zmq.ROUTER)
@@ -157,7 +168,11 @@ class Trainer:
     def run(self) -> None:
         config = self.config
         poller = zmq.Poller()
-        poller.register(self.samples, zmq.POLLIN)
+        if self.samples:
+            poller.register(self.samples, zmq.POLLIN)
+        source = self.source.start(self.context, self.position) if self.source else None
+        if source:
+            poller.register(source, zmq.POLLIN)
         poller.register(self.control, zmq.POLLIN)
         if self.acked:
             poller.register(self.acked, zmq.POLLIN)
@@ -170,6 +185,12 @@ class Trainer:
             # Samples: drain what is queued, train it in arrival order.
             if self.samples in events:
                 self._drain_samples()
+                if config.delay_ms:
+                    time.sleep(config.delay_ms / 1000)
+
+            # The source: one batch read from the log (or an event of the source), trained the same.
+            if source in events:
+                self._drain_source()
                 if config.delay_ms:
                     time.sleep(config.delay_ms / 1000)
 
@@ -221,6 +242,18 @@ class Trainer:
             return
         self._train_messages([_decode(frame) for frame in frames], frames)
 
+    def _drain_source(self) -> None:
+        """Train one batch the source read (alike frames in one step, as a drain of the ingest),
+        then count its last position as applied; or publish one event of the source."""
+        item = self.source.take()
+        if isinstance(item, dict):
+            self._send(protocol.EVENTS, item)
+            return
+        keys = item.keys if self.models.keyed else None  # where each message was read: its key
+        if not (len(item.frames) > 1 and self._train_alike(item.frames, item.data, keys)):
+            self._train_messages([_decode(frame) for frame in item.frames], item.frames, keys=keys)
+        self.position = item.last
+
     def _drain_acked(self) -> None:
         """Take what is queued on the acknowledged ingest and train each producer's next
         messages, exactly once, in sequence (see ``Ledger``); answer the rest."""
@@ -238,10 +271,12 @@ class Trainer:
         self._train_messages(decoded, frames, senders)
         self._undurable_messages += len(frames)
 
-    def _train_messages(self, decoded: list, frames: list, senders: list | None = None) -> None:
+    def _train_messages(self, decoded: list, frames: list, senders: list | None = None,
+                        keys: list[str] | None = None) -> None:
         """Train the decoded messages that pass every check, in one kernel call, in arrival
         order; reject the others whole. ``decoded`` holds ``Samples``, an ``InputError`` to
-        reject, or None for a message already answered."""
+        reject, or None for a message already answered; ``keys``: each message's model key
+        when its frame names none."""
         good = [i for i, m in enumerate(decoded) if isinstance(m, protocol.Samples)]
         errors = {i: m for i, m in enumerate(decoded) if isinstance(m, ValueError)}
         if good:
@@ -250,15 +285,17 @@ class Trainer:
             trained = [i for i in good if i not in errors]
             if trained:
                 refused = self._train(X, Y, [len(decoded[i].x) for i in trained],
-                                      [decoded[i].model for i in trained])
+                                      [decoded[i].model or (keys and keys[i]) or None
+                                       for i in trained])
                 errors.update((trained[j], e) for j, e in refused.items())
         for i in sorted(errors):  # reported in arrival order
             self._reject(errors[i], frames[i], senders[i] if senders else None)
 
-    def _train_alike(self, frames: list[memoryview], data: memoryview) -> bool:
+    def _train_alike(self, frames: list[memoryview], data: memoryview,
+                     keys: list[str] | None = None) -> bool:
         """Train a drain of frames alike but for their payloads (see ``protocol.FrameTemplate``;
         ``data``: the frames back to back) in one step; False, with nothing done, if any frame
-        or row needs a verdict of its own."""
+        or row needs a verdict of its own. ``keys``: each frame's model key if it names none."""
         lengths = [len(frame) for frame in frames]
         run = self._template.decode(data, lengths) if self._template else None
         if run is None:
@@ -276,7 +313,10 @@ class Trainer:
         except InputError:
             return False
         m = len(frames)
-        keys = run.model if isinstance(run.model, tuple) else [run.model] * m  # one per frame
+        if isinstance(run.model, tuple):  # one per frame
+            keys = run.model
+        elif run.model is not None or keys is None:
+            keys = [run.model] * m
         for j, e in self._train(X, Y, [len(X) // m] * m, keys).items():
             self._reject(e, frames[j])
         return True
@@ -401,11 +441,16 @@ class Trainer:
             body["race"] = model.summary()  # every member's figures and the leader
         if self.models.keyed:
             body["models"] = len(model)
+        if self.source:
+            body["source"] = {**self.source.status(), "applied": self.position}
         return body
 
     def _send(self, topic: bytes, body: dict) -> None:
         body["run"] = self.run_id  # versions count within this run
-        self.publisher.send_multipart([topic, protocol.pack(body)])
+        frame = protocol.pack(body)
+        self.publisher.send_multipart([topic, frame])
+        if self.source and topic.endswith(protocol.WEIGHTS):  # and to its key-value store
+            self.source.publish_weights(body.get("model") or protocol.DEFAULT_MODEL, frame)
 
     def publish_state(self, weights: bool = True) -> None:
         self.metrics.rate()
@@ -422,9 +467,11 @@ class Trainer:
         ``checkpoint_failed`` event, and nothing is acknowledged; the service
         keeps serving, and the timer tries again. True if the checkpoint is on disk.
         """
+        extra = {"rejected": self.rejected, "producers": self.ledger.handled}
+        if self.source:  # what the weights include of the log: a restart reads on after it
+            extra["source"] = {**self.source.identity, "applied": self.position}
         try:
-            checkpoint.write(self.config.checkpoint, self.models.state(),
-                             extra={"rejected": self.rejected, "producers": self.ledger.handled})
+            checkpoint.write(self.config.checkpoint, self.models.state(), extra=extra)
         except OSError as e:
             self.save_error, self._save_failed_at = str(e), time.monotonic()
             log.error("streammlp serve: checkpoint failed: %s; still serving, trying again", e)
@@ -458,6 +505,8 @@ class Trainer:
         if self.config.checkpoint:
             self.save()
         self.publish_state()
+        if self.source:
+            self.source.close()
         self._close_sockets(LINGER_MS)
         if self.prometheus:
             self.prometheus.close()

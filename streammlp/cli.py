@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from . import __version__, protocol, signals
+from . import __version__, jetstream, protocol, signals
 from .client import Control, Producer, Subscriber
 from .display import LiveDisplay
 from .files import read_samples
@@ -192,13 +192,22 @@ def _strict_json(value):
 
 
 def feed(args: argparse.Namespace) -> int:
-    """Stream a CSV or .npz file into a running service and confirm what it trained.
+    """Stream a CSV or .npz file into a running service and confirm what it trained (or into a
+    JetStream stream, --to, and confirm what it stored).
 
     The service's ``stats`` before and after tell how many samples it trained;
     its ``events`` name this feed's rejected messages (sent under the producer
     name ``feed-PID``). Exit status 0 only when every sample was trained.
     """
-    X, y = read_samples(args.file, args.target)
+    if args.model_column:
+        X, y, keys = read_samples(args.file, args.target, key=args.model_column)
+    else:
+        (X, y), keys = read_samples(args.file, args.target), None
+    if args.to:
+        if args.model or args.model_column:
+            raise ValueError("--to stores a message under its --subject, whose last token is its "
+                             "model: drop --model and --model-column")
+        return _feed_stream(args, X, y)
     total = len(X) * args.loop
     curve = _curve(args)
     name = f"feed-{os.getpid()}"
@@ -210,22 +219,14 @@ def feed(args: argparse.Namespace) -> int:
         before = control.stats()  # no service: TimeoutError here, before anything is sent
         events.recv()  # a metrics heartbeat: the subscription is live, no rejection will be missed
         rows_of: dict[int, tuple[int, int]] = {}  # seq -> (first row in the file, rows)
-        with Producer(args.ingest, producer=name, timeout=args.timeout, curve=curve) as producer:
+        with Producer(args.ingest, producer=name, timeout=args.timeout, curve=curve,
+                      model=args.model) as producer:
             producer.wait_connected(args.timeout)
-            sent, start, shown = 0, time.monotonic(), 0.0
-            for _ in range(args.loop):
-                for i in range(0, len(X), args.batch):
-                    first = producer.seq + 1
-                    producer.send(X[i:i + args.batch], y[i:i + args.batch])
-                    n = len(X[i:i + args.batch])
-                    for seq in range(first, producer.seq + 1):  # several if a batch was split
-                        rows_of[seq] = (i, n) if seq == first == producer.seq else (i, 0)
-                    sent += n
-                    if args.rate:
-                        time.sleep(max(0.0, start + sent / args.rate - time.monotonic()))
-                    if time.monotonic() - shown >= 1.0 or sent == total:
-                        shown = time.monotonic()
-                        print(f"sent {sent:>10,} / {total:,} ({sent / total:.0%})", flush=True)
+            for i, Xb, yb, key in _paced(X, y, keys, args):
+                first = producer.seq + 1
+                producer.send(Xb, yb, model=key)
+                for seq in range(first, producer.seq + 1):  # several if a batch was split
+                    rows_of[seq] = (i, len(Xb)) if seq == first == producer.seq else (i, 0)
         # Delivered; now wait until the service has trained or refused every row.
         rejected: dict[int, dict] = {}
         deadline, trained = time.monotonic() + args.timeout, -1
@@ -266,6 +267,78 @@ def _feed_report(path: str, total: int, trained: int, rejected: dict[int, dict],
               + (": nothing was trained; is --ingest the service's?" if trained == 0 else ""),
               file=sys.stderr)
     return 0 if trained == total else 1
+
+
+def _paced(X: np.ndarray, y: np.ndarray, keys: np.ndarray | None, args: argparse.Namespace):
+    """The file's messages, ``--loop`` times: ``(first row, X, y, model key)``, ``--batch`` rows
+    at most and one key each (``--model-column``), paced to ``--rate``, with a progress line
+    at most once a second."""
+    total = len(X) * args.loop
+    sent, start, shown = 0, time.monotonic(), 0.0
+    for _ in range(args.loop):
+        for i in range(0, len(X), args.batch):
+            end = min(i + args.batch, len(X))
+            for a, b in _runs(keys, i, end):
+                yield a, X[a:b], y[a:b], None if keys is None else str(keys[a])
+            sent += end - i
+            if args.rate:
+                time.sleep(max(0.0, start + sent / args.rate - time.monotonic()))
+            if time.monotonic() - shown >= 1.0 or sent == total:
+                shown = time.monotonic()
+                print(f"sent {sent:>10,} / {total:,} ({sent / total:.0%})", flush=True)
+
+
+def _runs(keys: np.ndarray | None, start: int, end: int) -> list[tuple[int, int]]:
+    """Rows ``start:end`` cut where the key changes (one piece without keys)."""
+    if keys is None:
+        return [(start, end)]
+    cuts = [start, *(np.flatnonzero(keys[start + 1:end] != keys[start:end - 1]) + start + 1), end]
+    return list(zip(cuts[:-1], cuts[1:]))
+
+
+def _feed_stream(args: argparse.Namespace, X: np.ndarray, y: np.ndarray) -> int:
+    """``feed --to``: publish the file into a JetStream stream; the stream's last sequence."""
+    producer = _stream_producer(args)
+    print(f"feeding {args.file}: {len(X):,} samples of {X.shape[1]} inputs to {args.to} "
+          f"{args.subject}" + (f", {args.loop} times" if args.loop > 1 else ""))
+    with producer:
+        for _, Xb, yb, _ in _paced(X, y, None, args):
+            producer.send(Xb, yb)
+        print(f"stored: the stream's last sequence is {producer.flush()}")
+    return 0
+
+
+def _stream_producer(args: argparse.Namespace):
+    """A producer into the JetStream stream that stores ``--subject``, made if there is none."""
+    from .jetstream import Connection, StreamProducer, stream_for
+
+    if not args.subject:
+        raise ValueError("--to needs --subject PREFIX.KEY, such as samples.sensor-17")
+    producer = StreamProducer(Connection(args.to, args.nats_creds, args.nats_tls_ca), args.subject)
+    try:
+        name, made = producer.run(stream_for(producer.js, args.subject, args.stream, args.partitions))
+    except BaseException:
+        producer.close()
+        raise
+    if made:
+        print(f"no stream stored {args.subject}: made stream {name} (subjects "
+              f"{args.subject.split('.')[0]}.*, {args.partitions} partition(s))")
+    return producer
+
+
+def stream_create(args: argparse.Namespace) -> int:
+    """Make a JetStream stream laid out for N trainers (--shard I/N each)."""
+    from .jetstream import Connection, call, ensure_stream, layout
+
+    made = call(Connection(args.url, args.nats_creds, args.nats_tls_ca), lambda js: ensure_stream(
+        js, args.stream, args.partitions, args.subject_prefix, args.replicas))
+    wanted = layout(args.partitions, args.subject_prefix)
+    print(f"stream {args.stream} {'made' if made else 'exists already, with this layout'}: "
+          f"subjects {wanted['subjects'][0]}, stored as {wanted['transform'][1]}; trainers: "
+          f"streammlp serve --source {args.url} --stream {args.stream} --shard I/{args.partitions} "
+          + (f"--subject-prefix {args.subject_prefix} " if args.subject_prefix != jetstream.PREFIX else "") +
+          f"(I = 0..{args.partitions - 1})")
+    return 0
 
 
 def plot(args: argparse.Namespace) -> int:
@@ -414,6 +487,9 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
                 or isinstance(action.default, bool) or "default" in help):
             return help
         return f"{help} (default: %(default)s)"
+def _nats_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--nats-creds", default=None, help="NATS credentials file (.creds)")
+    p.add_argument("--nats-tls-ca", default=None, help="CA certificate (PEM) of the NATS server")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -475,7 +551,31 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--loop", type=POSITIVE_INT, default=1, help="send the file this many times")
     p.add_argument("--timeout", type=POSITIVE, default=CONFIRM_TIMEOUT,
                    help="seconds to wait for the service: an answer, a send, the last sample trained")
+    keys = p.add_mutually_exclusive_group()
+    keys.add_argument("--model", default=None, help="a keyed service's model to train")
+    keys.add_argument("--model-column", default=None,
+                      help="a CSV column naming each row's model (a keyed service)")
+    p.add_argument("--to", default=None, help="nats://HOST:PORT: publish into JetStream instead")
+    p.add_argument("--subject", default=None, help="with --to: the subject, PREFIX.KEY")
+    p.add_argument("--stream", default="SAMPLES",
+                   help="with --to: the stream to make if none stores the subject")
+    p.add_argument("--partitions", type=POSITIVE_INT, default=1,
+                   help="... laid out for this many trainers")
     _client_options(p)
+    _nats_options(p)
+
+    p = commands.add_parser("stream", help="JetStream streams to train from")
+    actions = p.add_subparsers(dest="action", required=True)
+    p = actions.add_parser("create", help=stream_create.__doc__, description=stream_create.__doc__,
+                           formatter_class=_HelpFormatter)
+    p.add_argument("url", help="nats://HOST:PORT")
+    p.add_argument("--stream", required=True, help="the stream's name")
+    p.add_argument("--partitions", type=POSITIVE_INT, required=True,
+                   help="N: trainers --shard 0/N .. N-1/N")
+    p.add_argument("--subject-prefix", default=jetstream.PREFIX, help="the subjects' first token")
+    p.add_argument("--replicas", type=POSITIVE_INT, default=1, help="R: copies in a cluster (3 for R3)")
+    _nats_options(p)
+    p.set_defaults(run=stream_create)
 
     p = _command(commands, plot)
     p.add_argument("metrics", help="a log written by streammlp watch --jsonl")
@@ -511,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, OSError, TimeoutError) as e:  # OSError: ConnectionError too
+    except (ValueError, OSError, TimeoutError, ImportError) as e:  # OSError: ConnectionError too
         print(f"streammlp {args.command}: {e}", file=sys.stderr)
         return 2
     except MemoryError as e:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 
-START_TIMEOUT = 60.0  # seconds to wait for the ready line (compiling on a cold cache takes ~5 s)
+START_TIMEOUT = 120.0  # seconds to wait for the ready line (compiling on a cold, busy machine: ~60 s)
 STOP_TIMEOUT = 15.0  # seconds between SIGTERM and SIGKILL
 ANY_PORT = "tcp://127.0.0.1:*"
 

@@ -315,3 +315,20 @@ def test_acknowledged_ingest_is_exactly_once_per_key(tmp_path, rng):
         left = np.arange(60) % 6 < 3
         assert_model_is(control, "left", alone("left", X[left], y[left]))
         assert_model_is(control, "right", alone("right", X[~left], y[~left]))
+
+
+def test_feed_sends_each_row_to_the_model_its_column_names(service, control, tmp_path, rng):
+    from streammlp.cli import main as streammlp
+
+    X = rng.uniform(-1, 1, (50, 3))
+    y = (X[:, 0] >= 0).astype(float)
+    keys = np.array(["csv-a", "csv-b"])[rng.integers(0, 2, 50)]
+    path = tmp_path / "fleet.csv"
+    lines = ["x1,sensor,x2,x3,output"] + [f"{a},{k},{b},{c},{t}" for (a, b, c), k, t in zip(X, keys, y)]
+    path.write_text("\n".join(lines) + "\n")
+    assert streammlp(["feed", str(path), "--model-column", "sensor", "--batch", "7",
+                      "--ingest", service.ingest, "--control", service.control,
+                      "--publish", service.publish, "--timeout", str(RECV_TIMEOUT)]) == 0
+    for key in ("csv-a", "csv-b"):
+        rows = keys == key
+        assert_model_is(control, key, alone(key, X[rows], y[rows]))

@@ -93,7 +93,8 @@ class _Client:
             else:
                 self.refused = ("the handshake failed: the service could not read it (is "
                                 "--curve-server-key the service's public key?)" if self.curve
-                                else f"the handshake failed: {_WRONG_KIND}")
+                                else "the handshake failed: does the service need CURVE keys "
+                                f"(curve=...)? Else, {_WRONG_KIND}")
 
     def _silence(self) -> str:
         """Why nothing answered, as far as the monitor knows."""

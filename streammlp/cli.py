@@ -138,19 +138,22 @@ def _demo_dashboard(service, port: int | None):
 
 
 def watch(args: argparse.Namespace) -> int:
-    """Show the live metrics of a running service."""
+    """Show the live metrics of a running service (or of one model of a keyed one)."""
     record = open(args.jsonl, "a") if args.jsonl else None
     try:
         curve = _curve(args)
-        with Subscriber(args.publish, topics=("metrics",), timeout=args.timeout, curve=curve) as sub, \
-                LiveDisplay(f"streammlp watch: {args.publish}") as display:
+        title = f"streammlp watch: {args.publish}" + (f" model {args.model}" if args.model else "")
+        with Subscriber(args.publish, topics=("metrics",), timeout=args.timeout, curve=curve,
+                        models=args.model) as sub, LiveDisplay(title) as display:
             if args.control:
                 with Control(args.control, timeout=args.timeout, retries=1, curve=curve) as control:
-                    display.update(control.stats())
+                    display.update(_shown(control.stats(args.model)))
             deadline = time.monotonic() + args.duration if args.duration else None
             while deadline is None or time.monotonic() < deadline:
                 _, m = sub.recv()
-                display.update(m)
+                if m.get("model") != args.model:  # a keyed service's totals
+                    continue
+                display.update(_shown(m))
                 if record:
                     record.write(json.dumps(_strict_json(m), allow_nan=False) + "\n")
                     record.flush()
@@ -163,6 +166,15 @@ def watch(args: argparse.Namespace) -> int:
         if record:
             record.close()
     return 0
+
+
+def _shown(m: dict) -> dict:
+    """A metrics message as the live display reads it: a keyed model's exponentially
+    weighted figures stand in for the rolling ones it does not keep."""
+    if m.get("model") is None:
+        return m
+    return {"samples_per_s": float("nan"), **m, "rolling_accuracy": m["ew_accuracy"],
+            "rolling_loss": m["ew_loss"], "window": f"~{m.get('window', '?')}, exp. weighted"}
 
 
 def dashboard(args: argparse.Namespace) -> int:
@@ -524,6 +536,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=POSITIVE, default=None, help="stop after this many seconds")
     p.add_argument("--timeout", type=POSITIVE, default=RECV_TIMEOUT,
                    help="give up after this many seconds without a message")
+    p.add_argument("--model", default=None, help="one model of a keyed service")
     _client_options(p)
 
     p = _command(commands, dashboard)

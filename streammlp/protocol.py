@@ -432,9 +432,10 @@ def model_topic(key: str, kind: bytes) -> bytes:
     return b"model/" + key.encode() + b"/" + kind
 
 
-def model_metrics_body(figures: dict) -> dict:
-    """The ``metrics`` message of one model of a keyed service (see ``Fleet.figures``)."""
-    return {"v": VERSION, "ts": time.time(), **figures}
+def model_metrics_body(figures: dict, window: int) -> dict:
+    """The ``metrics`` message of one model of a keyed service (see ``Fleet.figures``); its
+    ``ew_*`` figures weigh a sample ``t`` rows old by ``(1 - 1/window)**t``."""
+    return {"v": VERSION, "ts": time.time(), **figures, "window": window}
 
 
 def event_body(kind: str, **fields) -> dict:

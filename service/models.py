@@ -30,12 +30,13 @@ SORTS = ("model", "samples", "accuracy", "ew_accuracy", "ew_loss")  # `models` s
 
 
 class OneModel:
-    """The service's single network (or race): every message trains it."""
+    """The service's single network (or race): every message trains it. ``send(topic, body)``
+    publishes."""
 
     keyed = False
 
-    def __init__(self, net: MLP | Race) -> None:
-        self.net = net
+    def __init__(self, net: MLP | Race, send) -> None:
+        self.net, self.send = net, send
 
     @property
     def model(self) -> MLP | Race:
@@ -64,9 +65,10 @@ class OneModel:
         self.net = type(self.net).from_state(saved)
         return None, np.ones(len(X), dtype=bool)
 
-    def publish(self, send, changed: bool) -> None:
+    def publish(self, changed: bool) -> None:
+        """Publish the weights if they ``changed`` since the last publish."""
         if changed:
-            send(protocol.WEIGHTS, protocol.weights_body(self.net, self.version))
+            self.send(protocol.WEIGHTS, protocol.weights_body(self.net, self.version))
 
     def answer(self, op: str, body: dict) -> dict:
         """The reply fields of a model op: ``snapshot`` or ``predict``."""
@@ -142,7 +144,8 @@ class ManyModels:
         self.changed.update(dict.fromkeys(np.unique(slots).tolist()))
         return result, result.undone
 
-    def publish(self, send, changed: bool) -> None:
+    def publish(self, changed: bool) -> None:
+        """Publish this tick's share of the models that learned (``changed`` is per model here)."""
         now = time.monotonic()
         share = max(1, int(PUBLISH_MODELS_PER_S * (now - self._published_at)))
         self._published_at = now

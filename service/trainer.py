@@ -72,7 +72,7 @@ class Trainer:
                  source=None, position: int | None = None) -> None:
         self.config = config
         self.models = (ManyModels(model, self._send) if isinstance(model, (Fleet, RaceFleet))
-                       else OneModel(model))
+                       else OneModel(model, self._send))
         # The service's totals over every model: the `metrics` topic and `stats`.
         self.metrics = StreamMetrics(classes=max(2, model.n_outputs), window=config.window)
         self.metrics.samples, self.metrics.loss_total, self.metrics.correct_total = (
@@ -454,7 +454,7 @@ class Trainer:
 
     def publish_state(self, weights: bool = True) -> None:
         self.metrics.rate()
-        self.models.publish(self._send, changed=weights)
+        self.models.publish(changed=weights)
         body = self.metrics_body()
         self._send(protocol.METRICS, body)
         if self.prometheus:

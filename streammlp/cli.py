@@ -577,8 +577,9 @@ def _parser() -> argparse.ArgumentParser:
     _client_options(p)
     _nats_options(p)
 
-    p = commands.add_parser("stream", help="JetStream streams to train from")
-    actions = p.add_subparsers(dest="action", required=True)
+    p = commands.add_parser("stream", help="JetStream streams to train from",
+                            description="JetStream streams to train from (streammlp serve --source).")
+    actions = p.add_subparsers(dest="action", required=True, help="what to do with a stream")
     p = actions.add_parser("create", help=stream_create.__doc__, description=stream_create.__doc__,
                            formatter_class=_HelpFormatter)
     p.add_argument("url", help="nats://HOST:PORT")

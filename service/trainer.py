@@ -52,7 +52,7 @@ class Trainer:
                  rejected: dict | None = None, producers: dict | None = None) -> None:
         self.config = config
         self.models = (ManyModels(model, self._send) if isinstance(model, (Fleet, RaceFleet))
-                       else OneModel(model))
+                       else OneModel(model, self._send))
         # The service's totals over every model: the `metrics` topic and `stats`.
         self.metrics = StreamMetrics(classes=max(2, model.n_outputs), window=config.window)
         self.metrics.samples, self.metrics.loss_total, self.metrics.correct_total = (
@@ -362,6 +362,7 @@ class Trainer:
             body["race"] = model.summary()  # every member's figures and the leader
         if self.models.keyed:
             body["models"] = len(model)
+        body.update(self.models.drift.figures())
         return body
 
     def _send(self, topic: bytes, body: dict) -> None:

@@ -159,12 +159,14 @@ class DriftDetector:
     def __repr__(self) -> str:
         return f"DriftDetector({self.settings!r}, models={len(self.state)})"
 
-    def grow(self, models: int) -> None:
-        """Watch ``models`` models (new ones start fresh, having seen nothing)."""
+    def grow(self, models: int, seen=0) -> None:
+        """Watch ``models`` models; the new ones start fresh, having learned ``seen`` rows
+        already (one number, or one per new model: a resumed model's samples)."""
         old = len(self.state)
         if models > old:
             self.state = np.concatenate([self.state, np.zeros((models - old, WIDTH))])
             self.state[old:, MIN] = np.inf
+            self.state[old:, SEEN] = seen
 
     def update(self, predicted: np.ndarray, actual: np.ndarray,
                slots: np.ndarray | None = None) -> Drifts:

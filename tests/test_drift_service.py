@@ -94,3 +94,34 @@ def test_keyed_models_drift_on_their_own():
         found = drift_events(events, len(expected))
         assert [(e["model"], e["version"]) for e in found] == [("flips", v) for v in expected]
         assert control.stats()["drifts"] == len(expected)
+
+
+
+def test_rows_undone_by_divergence_are_not_watched():
+    """A keyed service's batch in which one model went non-finite keeps the other models'
+    rows (FleetResult holds only those); the detector must pair each kept row with its own
+    model, so 'flips' drifts where it would alone and the undone rows count nowhere."""
+    from service.models import _Drift
+    from streammlp.fleet import FleetResult
+
+    rng = np.random.default_rng(9)
+    wrong = {"flips": rng.random(8000) < np.repeat([0.05, 0.7], 4000),
+             "steady": rng.random(8000) < 0.2}
+    expected = DriftDetector().update_errors(wrong["flips"]).seen.tolist()
+    sent = []
+    drift = _Drift(MLP([3, 8, 1]), lambda topic, body: sent.append(body), [0, 0], keyed=True)
+    keys, at = ["flips", "steady", "bad"], {"flips": 0, "steady": 0}
+    for start in range(0, 8000, 1000):
+        slots = rng.permutation(np.repeat([0, 1, 2], [1000, 1000, 300]))
+        undone = slots == 2  # model 'bad' diverged: its rows are dropped from the figures
+        kept = slots[~undone]
+        predicted = np.empty(len(kept), dtype=np.int64)
+        for s, key in enumerate(keys[:2]):
+            predicted[kept == s] = wrong[key][at[key]:at[key] + 1000]
+            at[key] += 1000
+        drift.observe(FleetResult(n=len(kept), sse=0.0, loss=0.0, correct=0,
+                                  sample_loss=np.zeros(len(kept)), predicted=predicted,
+                                  actual=np.zeros(len(kept), dtype=np.int64), undone=undone),
+                      slots, keys, undone)
+    assert expected and [(e["model"], e["version"]) for e in sent] == [("flips", v) for v in expected]
+    assert drift.figures() == {"drifts": len(expected)}

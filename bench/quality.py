@@ -239,7 +239,7 @@ def main() -> None:
         parser.error(f"--only {args.only!r} matches no stream")
     print(f"{len(chosen)} streams, synthetic ones {n:,} samples; seeds: generators {SEED}, race 0",
           flush=True)
-    rows, summary = [], []
+    rows = []
     for name, load in chosen:
         stream = load()
         scores, secs, record = ours(stream)

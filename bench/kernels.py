@@ -1,4 +1,4 @@
-"""Speed of the Numba ``learn`` kernel, against the plain NumPy reference, in one run.
+"""Speed of the Numba ``learn`` kernel, against a plain Numba loop and the NumPy reference.
 
 For the nets 3-4-1, 16-32-1, 64-128-10 and 256-512-10 (logistic hidden and
 output units, SSE loss, biases, lr 0.1; integer class labels for 10 outputs),
@@ -7,16 +7,29 @@ in float64 and float32, it prints:
 - samples/s of ``MLP.learn`` on whole batches: median and best of ``--repeats``
   timings, each sized to take about 0.3 s, after a warm-up call; only the
   ``learn`` call is timed (inputs already in the net's dtype);
+- ``x plain``: ``MLP.learn`` against :func:`plain`, the straightforward Numba
+  loop of the same rule for one hidden layer (same data, same process), timed
+  alternately, one of each per round: the median of the rounds' ratios
+  (above 1: ``MLP.learn`` is faster). Then the same for one row per call:
+  ``MLP.learn(X[i:i+1], y[i:i+1])`` against ``plain`` on that row
+  (``1row x``: how many times longer ``MLP.learn`` takes);
 - samples/s of ``streammlp.reference.learn`` (a Python loop over samples) on
   smaller batches, the ratio streammlp/reference, and float32/float64;
-- how close each size is to a limit: GFLOP/s achieved, exp() and ns per sample,
-  the share of time the exps alone take, and whether the parameters fit the
-  caches (sizes from ``lscpu``), with a one-line reading per size;
+- how far each size is from its bound: for the small nets, the exps (their
+  throughput) and the chain of dependent operations from one sample to the
+  next (two logistic latencies, timed here); for the large ones, the bytes of
+  weights read and written per sample at the bandwidth a read-modify-write
+  loop over as many bytes reaches here (the caches sizes from ``lscpu``), and
+  the FLOPs at the rate that loop reaches in L1;
+- the race on every core: ``Race`` of K = 6 members 64-128-10 (learning rates
+  0.01 to 3) on whole batches, with ``threads=2`` against ``threads=1``,
+  alternating, the median of the rounds' ratios, and whether the two races end
+  with the same bits;
 - compile time: the first ``learn`` call in a fresh process with an empty
   Numba cache (``NUMBA_CACHE_DIR`` a new temporary directory), then in a
   second fresh process that reuses that cache.
 
-Run from the repository root (about 30 s; ``--quick`` takes a few seconds)::
+Run from the repository root (about a minute; ``--quick`` takes a few seconds)::
 
     python bench/kernels.py
     python bench/kernels.py --quick
@@ -39,7 +52,7 @@ from typing import Callable
 import numpy as np
 from numba import njit
 
-from streammlp import MLP, reference
+from streammlp import MLP, Race, reference
 from streammlp.kernels import JIT
 
 SIZES = ([3, 4, 1], [16, 32, 1], [64, 128, 10], [256, 512, 10])
@@ -108,6 +121,134 @@ def ns_per_logistic(dtype: str) -> float:
     return 1e9 * min(seconds(_logistic, (x, out)) for _ in range(5)) / len(x)
 
 
+@njit(**JIT)
+def plain(W1: np.ndarray, b1: np.ndarray, W2: np.ndarray, b2: np.ndarray, lr: float,
+          X: np.ndarray, Y: np.ndarray) -> float:
+    """The baseline: one hidden layer, logistic units, SSE, biases, input-major weights, written
+    the straightforward way (the issue's loop); returns ΣFE². Not bit-identical to the kernel
+    (it multiplies the hidden delta in another order), the same work."""
+    n_in, n_hid = W1.shape
+    n_out = W2.shape[1]
+    one = W1.dtype.type(1.0)
+    h, dh = np.empty(n_hid, W1.dtype), np.empty(n_hid, W1.dtype)
+    o, do = np.empty(n_out, W1.dtype), np.empty(n_out, W1.dtype)
+    sse = 0.0
+    for n in range(X.shape[0]):
+        for j in range(n_hid):
+            h[j] = b1[j]
+        for i in range(n_in):
+            for j in range(n_hid):
+                h[j] += X[n, i] * W1[i, j]
+        for j in range(n_hid):
+            h[j] = one / (one + np.exp(-h[j]))
+        for k in range(n_out):
+            o[k] = b2[k]
+        for j in range(n_hid):
+            for k in range(n_out):
+                o[k] += h[j] * W2[j, k]
+        for k in range(n_out):
+            o[k] = one / (one + np.exp(-o[k]))
+            fe = o[k] - Y[n, k]
+            sse += fe * fe
+            do[k] = fe * o[k] * (one - o[k])
+        for j in range(n_hid):
+            acc = one - one
+            for k in range(n_out):
+                acc += W2[j, k] * do[k]
+            dh[j] = acc * h[j] * (one - h[j])
+            for k in range(n_out):
+                W2[j, k] -= lr * (do[k] * h[j])
+        for k in range(n_out):
+            b2[k] -= lr * do[k]
+        for i in range(n_in):
+            for j in range(n_hid):
+                W1[i, j] -= lr * (dh[j] * X[n, i])
+        for j in range(n_hid):
+            b1[j] -= lr * dh[j]
+    return sse
+
+
+def against_plain(layers: list[int], dtype: str, rows: int, rounds: int) -> tuple[float, float]:
+    """Median over ``rounds`` of plain's time / MLP.learn's on ``rows`` rows in one call, and of
+    MLP.learn's time / plain's on one row per call (over ``min(rows, 2000)`` rows), alternating."""
+    net = MLP(layers, lr=LR, seed=0, dtype=dtype)
+    X, y = batch(layers, dtype, rows)
+    Y = net.check_targets(y, rows)
+    W1, b1, W2, b2 = (a.copy() for a in (net.weights[0], net.biases[0], net.weights[1],
+                                         net.biases[1]))
+    lr = np.dtype(dtype).type(LR)
+    one = min(rows, 2000)
+
+    def rows_per_call() -> None:
+        for i in range(one):
+            net.learn(X[i:i + 1], y[i:i + 1])
+
+    def plain_per_call() -> None:
+        for i in range(one):
+            plain(W1, b1, W2, b2, lr, X[i:i + 1], Y[i:i + 1])
+
+    net.learn(X[:2], y[:2]), plain(W1, b1, W2, b2, lr, X[:2], Y[:2])  # warm-up
+    batches, single = [], []
+    for _ in range(rounds):
+        mine = seconds(net.learn, (X, y))
+        batches.append(seconds(plain, (W1, b1, W2, b2, lr, X, Y)) / mine)
+        mine = seconds(rows_per_call, ())
+        single.append(mine / seconds(plain_per_call, ()))
+    return statistics.median(batches), statistics.median(single)
+
+
+@njit(**JIT)
+def _logistic_chain(x: np.ndarray, steps: int) -> float:
+    """``steps`` logistics, each of the previous one's result: their latency, not throughput."""
+    one = x.dtype.type(1.0)
+    y = x[0]
+    for _ in range(steps):
+        y = one / (one + np.exp(-(y * x[1] + x[2])))
+    return y
+
+
+def ns_logistic_latency(dtype: str) -> float:
+    """Nanoseconds of one logistic on a dependency chain, best of 5."""
+    x = np.array([0.3, 1.7, -0.4], dtype=dtype)
+    _logistic_chain(x, 10)
+    return 1e9 * min(seconds(_logistic_chain, (x, 200_000)) for _ in range(5)) / 200_000
+
+
+@njit(**JIT)
+def _update(w: np.ndarray, v: np.ndarray, lr: float, passes: int) -> None:
+    for _ in range(passes):
+        for i in range(w.shape[0]):
+            w[i] -= lr * v[i]
+
+
+def bandwidth(nbytes: int, dtype: str) -> float:
+    """GB/s of read-modify-write passes (``w -= lr * v``, as the weight update) over ``nbytes``
+    of weights, counting each byte of ``w`` read and written and of ``v`` read; best of 5
+    timings of passes over at least 64 MB in all."""
+    n = max(1, nbytes // np.dtype(dtype).itemsize)
+    w, v = np.ones(n, dtype), np.full(n, 1e-9, dtype)
+    lr, passes = np.dtype(dtype).type(1e-3), max(1, 2**26 // nbytes)
+    _update(w, v, lr, 1)
+    best = min(seconds(_update, (w, v, lr, passes)) for _ in range(5))
+    return 3 * n * passes * np.dtype(dtype).itemsize / best / 1e9
+
+
+def race_threads(rows: int, rounds: int, threads: int = 2) -> tuple[float, bool]:
+    """Median over ``rounds`` of a 1-thread race's time / a ``threads``-thread race's, both
+    K = 6 members 64-128-10 on the same ``rows``; and whether they end with the same bits."""
+    lrs = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+    races = [Race.grid(64, 10, lrs=lrs, hidden=(128,), seed=0, threads=t) for t in (1, threads)]
+    X, y = batch([64, 128, 10], "float64", rows)
+    for race in races:
+        race.learn(X[:10], y[:10])  # warm-up
+    ratios = []
+    for _ in range(rounds):
+        serial, parallel = (seconds(race.learn, (X, y)) for race in races)
+        ratios.append(serial / parallel)
+    same = all(np.array_equal(a.params, b.params) for a, b in zip(*(r.members for r in races)))
+    return statistics.median(ratios), same
+
+
 def cache_sizes() -> dict[str, int]:
     """Bytes of one instance of each cache level (``L1d``, ``L2``, ``L3``), from ``lscpu``."""
     try:
@@ -146,8 +287,9 @@ def main() -> None:
     caches = cache_sizes()
     logistic_ns = {dtype: ns_per_logistic(dtype) for dtype in DTYPES}
 
-    print(f"{'size':>11} {'dtype':>7} {'rows':>8} {'median/s':>10} {'best/s':>10} {'ref/s':>8} "
-          f"{'x ref':>6} {'32/64':>6} {'GFLOP/s':>8} {'exp/smp':>8} {'ns/smp':>8}")
+    rounds = 3 if args.quick else max(7, args.repeats)
+    print(f"{'size':>11} {'dtype':>7} {'rows':>8} {'median/s':>10} {'best/s':>10} {'x plain':>8} "
+          f"{'1row x':>7} {'ref/s':>8} {'x ref':>6} {'32/64':>6} {'GFLOP/s':>8} {'ns/smp':>7}")
     readings = []
     for layers in SIZES:
         name = "-".join(map(str, layers))
@@ -156,33 +298,48 @@ def main() -> None:
             net = MLP(layers, lr=LR, seed=0, dtype=dtype)
             n, median[dtype], best = rates(net.learn, lambda n: batch(layers, dtype, n),
                                            target, repeats)
+            faster, slower = against_plain(layers, dtype, n, rounds)
             Ws, bs = [W.copy() for W in net.weights], [b.copy() for b in net.biases]
             # check_targets makes the one-hot targets; it is ~0.1 % of the reference's time.
             ref = rates(lambda X, y: reference.learn(Ws, bs, X, net.check_targets(y, len(X)), LR),
                         lambda n: batch(layers, dtype, n), target, repeats)[1]
             ratio = f"{median['float32'] / median['float64']:6.2f}" if dtype == "float32" else ""
-            exps = sum(layers[1:])
             print(f"{name:>11} {dtype:>7} {n:>8} {median[dtype]:>10,.0f} {best:>10,.0f} "
-                  f"{ref:>8,.0f} {median[dtype] / ref:>6.1f} {ratio:>6} "
-                  f"{flops(layers) * median[dtype] / 1e9:>8.2f} {exps:>8} "
-                  f"{1e9 / median[dtype]:>8.0f}")
+                  f"{faster:>8.2f} {slower:>7.2f} {ref:>8,.0f} {median[dtype] / ref:>6.1f} "
+                  f"{ratio:>6} {flops(layers) * median[dtype] / 1e9:>8.2f} "
+                  f"{1e9 / median[dtype]:>7.0f}", flush=True)
         readings.append((name, layers, median))
 
-    print("\nOne scalar logistic (exp) in a Numba loop: "
-          + ", ".join(f"{ns:.1f} ns ({dtype})" for dtype, ns in logistic_ns.items()))
-    best_gflops = max(flops(layers) * m["float64"] / 1e9 for _, layers, m in readings)
+    latency = {dtype: ns_logistic_latency(dtype) for dtype in DTYPES}
+    print("\nOne logistic (exp) in a Numba loop: "
+          + ", ".join(f"{logistic_ns[d]:.1f} ns independent, {latency[d]:.1f} ns on a dependency "
+                      f"chain ({d})" for d in DTYPES))
+    l1 = {dtype: bandwidth(16 * 1024, dtype) for dtype in DTYPES}  # GB/s with every byte in L1
+    print("Distance to the bound (samples/s reached / the ceiling; 1.00 = at it):")
     for name, layers, median in readings:
-        ns = 1e9 / median["float64"]
-        exp_share = sum(layers[1:]) * logistic_ns["float64"] / ns
-        gflops = flops(layers) * median["float64"] / 1e9
-        nbytes = 8 * sum(a * b + b for a, b in zip(layers[:-1], layers[1:]))
-        bound = ("per-sample overhead and exp" if gflops < best_gflops / 2
-                 else "FLOPs and cache bandwidth")
-        print(f"{name}: bound by {bound}. float64: {ns:.0f} ns/sample, exps ~{exp_share:.0%} of "
-              f"it, {gflops:.1f} GFLOP/s; {nbytes / 1024:.4g} KiB of parameters "
-              f"{fits(nbytes, caches)}, read twice and written once per sample: "
-              f"{3 * nbytes * median['float64'] / 1e9:.0f} GB/s. float32: {nbytes / 2048:.4g} KiB "
-              f"{fits(nbytes // 2, caches)}, {median['float32'] / median['float64']:.2f}x float64.")
+        for dtype in DTYPES:
+            ns = 1e9 / median[dtype]
+            size = np.dtype(dtype).itemsize
+            n_in, n_hid, n_out = layers
+            # Per sample: W1 read and written once (the fused pass), W2 read twice and written once.
+            nbytes = size * (2 * (n_in * n_hid + n_hid) + 3 * (n_hid * n_out + n_out))
+            params = size * (n_in * n_hid + n_hid + n_hid * n_out + n_out)
+            exps = sum(layers[1:]) * logistic_ns[dtype]
+            chain = 2 * latency[dtype]  # the hidden and the output logistic of every sample
+            memory = nbytes / bandwidth(params, dtype)
+            # The update loop over 16 KiB (in L1) does 2 FLOPs per 3 elements moved.
+            arithmetic = flops(layers) / (2 * l1[dtype] / (3 * size))
+            floor, why = max((exps, "exp throughput"), (chain, "dependency chain (2 logistic "
+                             "latencies)"), (memory, f"bandwidth over {params / 1024:.4g} KiB, "
+                             f"{fits(params, caches)}"), (arithmetic, "vector arithmetic"))
+            print(f"  {name} {dtype}: {ns:.0f} ns/sample; floors: exps {exps:.0f} ns, chain "
+                  f"{chain:.0f} ns, FLOPs {arithmetic:.0f} ns, {nbytes / 1024:.4g} KiB of "
+                  f"weights moved {memory:.0f} ns; bound by {why}: {floor / ns:.2f} of it")
+
+    rows = 200 if args.quick else 4000
+    speedup, same = race_threads(rows, rounds)
+    print(f"\nRace of K = 6 members 64-128-10, {rows} rows a call: 2 threads {speedup:.2f}x as "
+          f"fast as 1 (median of {rounds} rounds); same bits: {'yes' if same else 'NO'}")
 
     dtypes = DTYPES[:1] if args.quick else DTYPES
     with tempfile.TemporaryDirectory() as cache_dir:

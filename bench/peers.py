@@ -44,6 +44,7 @@ Run from the repository root (about 7 minutes; ``--quick`` takes about 10 second
     python bench/peers.py
     python bench/peers.py --quick
     python bench/peers.py --repeats 9 --plot peers.png
+    python bench/peers.py --sizes 3-4-1 --peers streammlp,vw,river --no-quality
 
 Peers that are not installed are skipped with a note. Timings are printed,
 never asserted: machines are shared and noisy.
@@ -417,6 +418,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--peers", default=",".join(PEERS),
                         help=f"comma-separated, of: {', '.join(PEERS)}")
     parser.add_argument("--no-quality", action="store_true", help="speed table only")
+    parser.add_argument("--sizes", help="comma-separated nets of the speed table, e.g. 3-4-1 "
+                        "(default: all four; --quick: the first two)")
     parser.add_argument("--plot", metavar="PNG", help="also draw the speed table")
     args = parser.parse_args(argv)
     if args.repeats < 1:
@@ -426,8 +429,14 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         parser.error(f"unknown peers {unknown}; expected some of {', '.join(PEERS)}")
     quick = args.quick
+    sizes = SIZES[:2] if quick else SIZES
+    if args.sizes:
+        names = {"-".join(map(str, layers)): layers for layers in SIZES}
+        if any(name not in names for name in args.sizes.split(",")):
+            parser.error(f"--sizes {args.sizes}; expected some of {', '.join(names)}")
+        sizes = [names[name] for name in args.sizes.split(",")]
     print(versions())
-    rows = speed(SIZES[:2] if quick else SIZES, peers, 0.01 if quick else SECONDS,
+    rows = speed(sizes, peers, 0.01 if quick else SECONDS,
                  min(args.repeats, 2) if quick else args.repeats)
     if args.plot:
         plot(rows, args.plot)

@@ -7,9 +7,13 @@ builds one from the options; each field is the option of the same name
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields
 
 from streammlp import protocol
+
+
+ENDPOINT = re.compile(r"(tcp|ipc|inproc)://\S+")  # what the service can bind
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,10 @@ class TrainerConfig:
     delay_ms: float = 0.0  # sleep after each drain: a slow trainer, for back-pressure tests
 
     def __post_init__(self) -> None:
+        for name, endpoint in self.endpoints().items():
+            if not ENDPOINT.fullmatch(endpoint):
+                raise ValueError(f"--{name} {endpoint}: not a ZeroMQ endpoint; expected "
+                                 "transport://address, such as tcp://127.0.0.1:5555")
         positive = ("publish_every_samples", "publish_every_ms", "window", "checkpoint_every_s",
                     "durable_every_ms", "durable_every_messages")
         for name in positive:

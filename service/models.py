@@ -206,7 +206,8 @@ class ManyModels:
         key, figures = self.fleet.keys[slot], self.fleet.figures(slot)
         weights = protocol.weights_body(self.fleet.view(slot), figures["version"])
         self.send(protocol.model_topic(key, protocol.WEIGHTS), {**weights, "model": key})
-        self.send(protocol.model_topic(key, protocol.METRICS), protocol.model_metrics_body(figures))
+        self.send(protocol.model_topic(key, protocol.METRICS),
+                  protocol.model_metrics_body(figures, self.fleet.window))
 
     def answer(self, op: str, body: dict) -> dict:
         """The reply fields of a model op: ``snapshot``, ``predict``, ``stats`` of one
@@ -221,7 +222,7 @@ class ManyModels:
         if op == "predict":
             return {**_prediction(lambda X: self.fleet.predict(slot, X), self.fleet, body,
                                   figures["version"]), "model": figures["model"]}
-        return protocol.model_metrics_body(figures)  # stats, ping of one model
+        return protocol.model_metrics_body(figures, self.fleet.window)  # stats, ping of one model
 
     def _slot(self, key, op: str) -> int:
         if key is None:

@@ -14,9 +14,9 @@ import os
 import signal
 import sys
 
-from streammlp import checkpoint
+from streammlp import __version__, checkpoint, jetstream
 from streammlp.fleet import Fleet, RaceFleet
-from streammlp.network import MLP, read
+from streammlp.network import ACTIVATIONS, DTYPES, INITS, LOSSES, MLP, OUTPUTS, read
 from streammlp.race import Race
 
 from .config import FIELDS, TrainerConfig
@@ -29,15 +29,22 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (mallo
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="streammlp serve", description="Run the online trainer service.")
-    p.add_argument("--layers", default="3,4,1", help="units per layer, inputs first (default 3,4,1)")
-    p.add_argument("--lr", type=float, default=1.0)
-    p.add_argument("--no-bias", dest="bias", action="store_false")
-    p.add_argument("--activation", default="logistic")
-    p.add_argument("--output", default="logistic")
-    p.add_argument("--loss", default="sse")
-    p.add_argument("--init", default="uniform")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--dtype", default="float64")
+    p.add_argument("--version", action="version", version=f"streammlp {__version__}")
+    p.add_argument("--layers", default="3,4,1", help="units per layer, inputs first (default %(default)s)")
+    p.add_argument("--lr", type=float, default=1.0, help="learning rate (default %(default)s)")
+    p.add_argument("--no-bias", dest="bias", action="store_false", help="no bias units (the seed's)")
+    p.add_argument("--activation", default="logistic", choices=list(ACTIVATIONS),
+                   help="hidden activation (default %(default)s)")
+    p.add_argument("--output", default="logistic", choices=list(OUTPUTS),
+                   help="output activation (default %(default)s)")
+    p.add_argument("--loss", default="sse", choices=list(LOSSES),
+                   help="sse with logistic or identity outputs, cross_entropy with softmax or "
+                        "logistic (default %(default)s)")
+    p.add_argument("--init", default="uniform", choices=INITS,
+                   help="first weights: uniform in [-1, 1] or glorot (default %(default)s)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the first weights (default: random)")
+    p.add_argument("--dtype", default="float64", choices=DTYPES,
+                   help="the parameters' float type (default %(default)s)")
     p.add_argument("--scale", default=None, choices=["standard"],
                    help="standardise each input online (running mean and variance)")
     p.add_argument("--race", action="store_true",
@@ -75,6 +82,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "template and the seed model_seed(--seed, key)")
     p.add_argument("--max-models", type=int, default=MAX_MODELS,
                    help="with --keyed, refuse new keys beyond this many models (default %(default)s)")
+    g = p.add_argument_group("reading a durable log instead of the ingest socket (needs --checkpoint)")
+    g.add_argument("--source", default=None,
+                   help="nats://HOST:PORT (several separated by commas): train from a JetStream "
+                        "stream, exactly once; the checkpoint holds the last sequence applied")
+    g.add_argument("--stream", default=None, help="the JetStream stream to read")
+    g.add_argument("--subject", default=None, help="read only the subjects matching this filter")
+    g.add_argument("--from", dest="start", default="first",
+                   help="without a checkpoint, start at the stream's first message, at new ones, "
+                        "or at a sequence: first|new|SEQ (default %(default)s)")
+    g.add_argument("--shard", default=None,
+                   help="I/N: read only shard I of a stream made by 'streammlp stream create "
+                        "--partitions N' (subjects PREFIX.I.*)")
+    g.add_argument("--subject-prefix", default=jetstream.PREFIX,
+                   help="the first token of the stream's subjects (default %(default)s)")
+    g.add_argument("--publish-kv", default=None, metavar="BUCKET",
+                   help="also keep every model's newest weights (the weights message) in this "
+                        "JetStream key-value bucket, under the model's key ('default' unkeyed)")
+    g.add_argument("--nats-creds", default=None, help="NATS credentials file (.creds)")
+    g.add_argument("--nats-tls-ca", default=None, help="CA certificate (PEM) of the NATS server")
+    g.add_argument("--nats-tls-cert", default=None, help="client certificate (PEM) for NATS TLS")
+    g.add_argument("--nats-tls-key", default=None, help="client key (PEM) for NATS TLS")
     p.add_argument("--delay-ms", type=float, default=d.delay_ms, help=argparse.SUPPRESS)  # tests only
     return p.parse_args(argv)
 
@@ -95,6 +123,8 @@ def build(args: argparse.Namespace) -> Trainer:
                    lr=args.lr, bias=args.bias, init=args.init, seed=seed, dtype=args.dtype,
                    scale=args.scale)
 
+    if args.seed is not None and args.seed < 0:
+        raise ValueError(f"--seed {args.seed}: expected 0 or more")
     if args.max_models < 1:
         raise ValueError(f"--max-models {args.max_models}: expected a positive number")
     if args.keyed:  # a model per key, each from the seed model_seed(--seed, key)
@@ -116,7 +146,58 @@ def build(args: argparse.Namespace) -> Trainer:
                              f"{there}, the options ask for {here}")
         net = saved
     config = TrainerConfig(**{name: getattr(args, name) for name in FIELDS})
-    return Trainer(net, config, rejected=extra.get("rejected"), producers=extra.get("producers"))
+    source = _source(args)
+    position = _position(args, source, extra) if source else None
+    return Trainer(net, config, rejected=extra.get("rejected"), producers=extra.get("producers"),
+                   source=source, position=position)
+
+
+def _source(args: argparse.Namespace):
+    """The source the options name (``--source``), or None for the ingest socket."""
+    if args.source is None:
+        for name in ("stream", "subject", "shard", "publish_kv"):
+            if getattr(args, name) is not None:
+                raise ValueError(f"--{name.replace('_', '-')} goes with --source nats://HOST:PORT; "
+                                 "add it")
+        return None
+    if not args.checkpoint:
+        raise ValueError("--source needs --checkpoint PATH: it records the last stream sequence "
+                         "applied, so that a restart trains every message exactly once")
+    if args.ingest_acked:
+        raise ValueError("--ingest-acked and --source: the stream is the only input; drop one")
+    if not args.stream:
+        raise ValueError("--source needs --stream NAME")
+    from .sources.jetstream import JetStreamConfig, JetStreamSource
+
+    connection = jetstream.Connection(args.source, args.nats_creds, args.nats_tls_ca,
+                                      args.nats_tls_cert, args.nats_tls_key)
+    return JetStreamSource(JetStreamConfig(connection, args.stream, args.subject, args.start,
+                                           JetStreamConfig.parse_shard(args.shard),
+                                           args.subject_prefix, args.publish_kv))
+
+
+def _position(args: argparse.Namespace, source, extra: dict) -> int | None:
+    """The last log position the checkpoint applied, after checking it is this source's."""
+    if not args.resume:
+        try:  # never train the stream again over a checkpoint that has applied some of it
+            saved = checkpoint.read(args.checkpoint).get("extra", {}).get("source")
+        except (OSError, ValueError, KeyError):
+            saved = None
+        if saved:
+            raise ValueError(f"checkpoint {args.checkpoint} has applied stream {saved['stream']} "
+                             f"through sequence {saved['applied']}: pass --resume to continue "
+                             "after it, or remove the file to start over")
+        return None
+    saved = extra.get("source")
+    if saved is None:
+        return None  # a checkpoint of the ingest socket, or none yet: --from says where
+    there = {k: v for k, v in saved.items() if k != "applied"}
+    if there != source.identity:
+        raise ValueError(f"checkpoint {args.checkpoint} holds the position of {there}; these "
+                         f"options read {source.identity}. Resume with the same --stream and "
+                         "--subject/--shard, or start a new checkpoint")
+    log.info("streammlp serve: resuming after stream sequence %s (the checkpoint's)", saved["applied"])
+    return saved["applied"]
 
 
 def keep_freed_memory() -> None:
@@ -143,8 +224,12 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()
     try:
         trainer = build(args)
-    except ValueError as e:
+    except (ValueError, OSError, ImportError) as e:  # OSError: the Prometheus port taken, say
         log.error("streammlp serve: %s", e)
+        return 2
+    except MemoryError as e:
+        log.error("streammlp serve: not enough memory for this model (--layers %s): %s",
+                  args.layers, e)
         return 2
 
     def stop(signum, frame):
@@ -153,13 +238,21 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     e = trainer.endpoints
+    source = trainer.source
     # One line at start: the endpoints (as bound, with the port the OS chose) and the model.
-    print(f"streammlp serve: ready ingest={e['ingest']} publish={e['publish']} "
+    print("streammlp serve: ready "
+          + (f"source={source.config.connection.url} stream={source.config.stream}" if source
+             else f"ingest={e['ingest']}")
+          + f" publish={e['publish']} "
           f"control={e['control']}" + (f" acked={e['acked']}" if "acked" in e else "")
           + f" version={trainer.version} model={trainer.models.model!r}"
           + (" security=curve" if trainer.auth else " security=none(loopback only)")
           + (f" prometheus={trainer.prometheus.url}" if trainer.prometheus else ""), flush=True)
     trainer.run()
+    if trainer.save_error:  # the final checkpoint too: what was trained since the last is lost
+        log.error("streammlp serve: stopped at version %d, but the last checkpoint failed: %s",
+                  trainer.version, trainer.save_error)
+        return 1
     log.info("streammlp serve: stopped at version %d", trainer.version)
     return 0
 

@@ -6,16 +6,27 @@ drain of frames alike but for their numbers in one step) -> ``MLP.learn`` (one
 kernel call for all that arrived, one step per sample) -> ``StreamMetrics`` ->
 ``publisher`` (PUB: ``weights``, ``metrics``, ``events``). The ``control``
 socket (ROUTER) answers ping, snapshot, stats, predict and save.
+
+With a source (``service.sources``: a durable log such as a JetStream stream)
+the log replaces the ``samples`` socket: ``Trainer._drain_source`` trains each
+batch the source hands over the same way, and the checkpoint records the log
+position applied, so a restart continues after it, exactly once.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import logging
+import math
+import operator
+import secrets
 import time
+from collections import Counter
 
 import numpy as np
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from streammlp import checkpoint, protocol, security
 from streammlp.fleet import Fleet, RaceFleet
@@ -38,6 +49,12 @@ MAX_DRAIN = 512  # messages taken off the ingest queue before training them in o
 MAX_DRAIN_BYTES = 4 << 20
 LINGER_MS = 1000  # how long a closing socket may still flush queued messages
 INGEST_HWM = 1000  # queued ingest messages before producers' PUSH sockets block
+SAVE_RETRY_S = 1.0  # after a failed checkpoint, the next try waits at least this long
+REFUSED_LOG_EVERY_S = 10.0  # refused handshakes: at most one log line per socket this often
+# Handshakes a CURVE service refuses: an unknown key (ZAP), no CURVE, a wrong server key.
+REFUSALS = {zmq.EVENT_HANDSHAKE_FAILED_AUTH: "with a key not allowed",
+            zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "without CURVE",
+            zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "unreadable (a wrong server key?)"}
 
 
 class Trainer:
@@ -45,11 +62,14 @@ class Trainer:
 
     ``model`` is a fresh or resumed network, race, or fleet (one model per key);
     ``rejected`` and ``producers`` are the rejection counts and acknowledged
-    producers' sequence numbers of a resumed checkpoint.
+    producers' sequence numbers of a resumed checkpoint; ``source`` a log to
+    read instead of the ingest socket, ``position`` the last of its positions
+    applied (the checkpoint's; None: where the source's options say).
     """
 
     def __init__(self, model: MLP | Race | Fleet | RaceFleet, config: TrainerConfig = TrainerConfig(),
-                 rejected: dict | None = None, producers: dict | None = None) -> None:
+                 rejected: dict | None = None, producers: dict | None = None,
+                 source=None, position: int | None = None) -> None:
         self.config = config
         self.models = (ManyModels(model, self._send) if isinstance(model, (Fleet, RaceFleet))
                        else OneModel(model, self._send))
@@ -66,6 +86,12 @@ class Trainer:
         # only touched as they are used.
         self._inbox = memoryview(np.empty(MAX_DRAIN_BYTES + protocol.MAX_MESSAGE_BYTES, np.uint8))
         self.stopping = False
+        # Names this run: versions go back down after a fresh start or a resume from an older
+        # checkpoint, so clients track versions per run (in every weights and metrics body).
+        self.run_id = secrets.token_hex(8)
+        self.save_error: str | None = None  # why the latest checkpoint failed, until one succeeds
+        self._save_failed_at = -math.inf
+        self.source, self.position = source, position
 
         # Security first, before anything is opened: CURVE on every socket, or loopback only.
         if config.curve_secret:
@@ -76,20 +102,21 @@ class Trainer:
                     raise ValueError(f"--{name} {endpoint} is not a loopback address: without "
                                      "--curve-secret and --allow-keys anyone could feed or read "
                                      "the model; turn CURVE on or bind to 127.0.0.1")
-        self._warm_up()
         self.prometheus = (None if config.prometheus_port is None
                            else PrometheusExporter(config.prometheus_port))
         self.context = zmq.Context()
         self.auth = (security.authenticator(self.context, config.allow_keys)
                      if config.curve_secret else None)
-        self.samples = self.context.socket(zmq.PULL)
-        self.samples.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES)
-        self.samples.setsockopt(zmq.RCVHWM, INGEST_HWM)
         self.publisher = self.context.socket(zmq.PUB)
         self.control = self.context.socket(zmq.ROUTER)
         self.control.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES)
-        bound = [("ingest", self.samples, config.ingest), ("publish", self.publisher, config.publish),
-                 ("control", self.control, config.control)]
+        bound = [("publish", self.publisher, config.publish), ("control", self.control, config.control)]
+        self.samples = None  # with a source, the log is the only input
+        if source is None:
+            self.samples = self.context.socket(zmq.PULL)
+            self.samples.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES)
+            self.samples.setsockopt(zmq.RCVHWM, INGEST_HWM)
+            bound.insert(0, ("ingest", self.samples, config.ingest))
         self.acked = None
         if config.ingest_acked:
             self.acked = self.context.socket(zmq.ROUTER)
@@ -97,11 +124,27 @@ class Trainer:
             self.acked.setsockopt(zmq.RCVHWM, INGEST_HWM)
             bound.append(("acked", self.acked, config.ingest_acked))
         self.endpoints = {}
+        self._monitors: dict[zmq.Socket, str] = {}  # CURVE: handshake monitor -> socket name
+        self._refused: dict[str, Counter] = {}  # socket name -> refusals since its last log line
+        self._refused_logged_at: dict[str, float] = {}
         for name, sock, endpoint in bound:
             if config.curve_secret:
                 security.secure_server(sock, config.curve_secret)
-            sock.bind(endpoint)
+                events = functools.reduce(operator.or_, REFUSALS)
+                self._monitors[sock.get_monitor_socket(events)] = name
+            try:
+                sock.bind(endpoint)
+            except zmq.ZMQError as e:
+                self._close_sockets(linger=0)
+                option = "--ingest-acked" if name == "acked" else f"--{name}"
+                why = e.strerror.split(" (addr=")[0]  # pyzmq appends the address we name already
+                raise ValueError(f"{option} {endpoint}: cannot bind: {why} (another "
+                                 "service there? use another port, or tcp://127.0.0.1:* for a "
+                                 "free one)") from None
             self.endpoints[name] = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        # Compiled after the binds, so that a port in use is said at once, not after seconds of
+        # compiling; before the loop, so that the first sample sees no compile pause.
+        self._warm_up()
 
     def _warm_up(self) -> None:
         """Compile the kernels on a copy, so the first real sample sees no compile pause."""
@@ -125,7 +168,11 @@ class Trainer:
     def run(self) -> None:
         config = self.config
         poller = zmq.Poller()
-        poller.register(self.samples, zmq.POLLIN)
+        if self.samples:
+            poller.register(self.samples, zmq.POLLIN)
+        source = self.source.start(self.context, self.position) if self.source else None
+        if source:
+            poller.register(source, zmq.POLLIN)
         poller.register(self.control, zmq.POLLIN)
         if self.acked:
             poller.register(self.acked, zmq.POLLIN)
@@ -138,6 +185,12 @@ class Trainer:
             # Samples: drain what is queued, train it in arrival order.
             if self.samples in events:
                 self._drain_samples()
+                if config.delay_ms:
+                    time.sleep(config.delay_ms / 1000)
+
+            # The source: one batch read from the log (or an event of the source), trained the same.
+            if source in events:
+                self._drain_source()
                 if config.delay_ms:
                     time.sleep(config.delay_ms / 1000)
 
@@ -163,9 +216,13 @@ class Trainer:
             due = now - saved_at >= (config.durable_every_ms / 1000 if self.ledger.undurable()
                                      else config.checkpoint_every_s)
             if config.checkpoint and (
-                    due or self._undurable_messages >= config.durable_every_messages):
+                    due or self._undurable_messages >= config.durable_every_messages) and (
+                    now - self._save_failed_at >= SAVE_RETRY_S):
                 self.save()
                 saved_at = now
+            # Refused handshakes (CURVE): logged, at most one line per socket per interval.
+            if self._monitors:
+                self._log_refusals(now)
         self.close()
 
     def _drain_samples(self) -> None:
@@ -185,6 +242,18 @@ class Trainer:
             return
         self._train_messages([_decode(frame) for frame in frames], frames)
 
+    def _drain_source(self) -> None:
+        """Train one batch the source read (alike frames in one step, as a drain of the ingest),
+        then count its last position as applied; or publish one event of the source."""
+        item = self.source.take()
+        if isinstance(item, dict):
+            self._send(protocol.EVENTS, item)
+            return
+        keys = item.keys if self.models.keyed else None  # where each message was read: its key
+        if not (len(item.frames) > 1 and self._train_alike(item.frames, item.data, keys)):
+            self._train_messages([_decode(frame) for frame in item.frames], item.frames, keys=keys)
+        self.position = item.last
+
     def _drain_acked(self) -> None:
         """Take what is queued on the acknowledged ingest and train each producer's next
         messages, exactly once, in sequence (see ``Ledger``); answer the rest."""
@@ -202,10 +271,12 @@ class Trainer:
         self._train_messages(decoded, frames, senders)
         self._undurable_messages += len(frames)
 
-    def _train_messages(self, decoded: list, frames: list, senders: list | None = None) -> None:
+    def _train_messages(self, decoded: list, frames: list, senders: list | None = None,
+                        keys: list[str] | None = None) -> None:
         """Train the decoded messages that pass every check, in one kernel call, in arrival
         order; reject the others whole. ``decoded`` holds ``Samples``, an ``InputError`` to
-        reject, or None for a message already answered."""
+        reject, or None for a message already answered; ``keys``: each message's model key
+        when its frame names none."""
         good = [i for i, m in enumerate(decoded) if isinstance(m, protocol.Samples)]
         errors = {i: m for i, m in enumerate(decoded) if isinstance(m, ValueError)}
         if good:
@@ -214,15 +285,17 @@ class Trainer:
             trained = [i for i in good if i not in errors]
             if trained:
                 refused = self._train(X, Y, [len(decoded[i].x) for i in trained],
-                                      [decoded[i].model for i in trained])
+                                      [decoded[i].model or (keys and keys[i]) or None
+                                       for i in trained])
                 errors.update((trained[j], e) for j, e in refused.items())
         for i in sorted(errors):  # reported in arrival order
             self._reject(errors[i], frames[i], senders[i] if senders else None)
 
-    def _train_alike(self, frames: list[memoryview], data: memoryview) -> bool:
+    def _train_alike(self, frames: list[memoryview], data: memoryview,
+                     keys: list[str] | None = None) -> bool:
         """Train a drain of frames alike but for their payloads (see ``protocol.FrameTemplate``;
         ``data``: the frames back to back) in one step; False, with nothing done, if any frame
-        or row needs a verdict of its own."""
+        or row needs a verdict of its own. ``keys``: each frame's model key if it names none."""
         lengths = [len(frame) for frame in frames]
         run = self._template.decode(data, lengths) if self._template else None
         if run is None:
@@ -240,7 +313,10 @@ class Trainer:
         except InputError:
             return False
         m = len(frames)
-        keys = run.model if isinstance(run.model, tuple) else [run.model] * m  # one per frame
+        if isinstance(run.model, tuple):  # one per frame
+            keys = run.model
+        elif run.model is not None or keys is None:
+            keys = [run.model] * m
         for j, e in self._train(X, Y, [len(X) // m] * m, keys).items():
             self._reject(e, frames[j])
         return True
@@ -335,19 +411,22 @@ class Trainer:
             body = protocol.unpack(request)
             op, model = body.get("op"), body.get("model")
             if op == "ping" and model is None:
-                reply = protocol.ok(version=self.version)
+                fields = dict(version=self.version)
             elif op == "stats" and model is None:
-                reply = protocol.ok(**self.metrics_body())
+                fields = self.metrics_body()
             elif op in ("ping", "stats", "snapshot", "predict", "models"):
-                reply = protocol.ok(**self.models.answer(op, body))
+                fields = self.models.answer(op, body)
             elif op == "save":
                 if not self.config.checkpoint:
                     raise ValueError("no checkpoint path: start the service with --checkpoint PATH")
-                self.save()
-                reply = protocol.ok(path=self.config.checkpoint, version=self.version)
+                if not self.save():
+                    raise ValueError(f"checkpoint failed: {self.save_error}; the service keeps "
+                                     f"serving and tries again every {SAVE_RETRY_S:g} s or more")
+                fields = dict(path=self.config.checkpoint, version=self.version)
             else:
                 raise ValueError(f"unknown op {op!r}; expected ping, snapshot, stats, predict, "
                                  "models or save")
+            reply = protocol.ok(**fields, run=self.run_id)  # versions count within this run
         except ValueError as e:
             reply = protocol.error(str(e))
         self.control.send_multipart(envelope + [reply])
@@ -363,10 +442,16 @@ class Trainer:
         if self.models.keyed:
             body["models"] = len(model)
         body.update(self.models.drift.figures())
+        if self.source:
+            body["source"] = {**self.source.status(), "applied": self.position}
         return body
 
     def _send(self, topic: bytes, body: dict) -> None:
-        self.publisher.send_multipart([topic, protocol.pack(body)])
+        body["run"] = self.run_id  # versions count within this run
+        frame = protocol.pack(body)
+        self.publisher.send_multipart([topic, frame])
+        if self.source and topic.endswith(protocol.WEIGHTS):  # and to its key-value store
+            self.source.publish_weights(body.get("model") or protocol.DEFAULT_MODEL, frame)
 
     def publish_state(self, weights: bool = True) -> None:
         self.metrics.rate()
@@ -376,27 +461,66 @@ class Trainer:
         if self.prometheus:
             self.prometheus.update(body)
 
-    def save(self) -> None:
-        """Checkpoint now; then every acknowledged producer learns what is durable."""
-        checkpoint.write(self.config.checkpoint, self.models.state(),
-                         extra={"rejected": self.rejected, "producers": self.ledger.handled})
+    def save(self) -> bool:
+        """Checkpoint now; then every acknowledged producer learns what is durable.
+
+        A failed write (a full or read-only disk) is logged and published as a
+        ``checkpoint_failed`` event, and nothing is acknowledged; the service
+        keeps serving, and the timer tries again. True if the checkpoint is on disk.
+        """
+        extra = {"rejected": self.rejected, "producers": self.ledger.handled}
+        if self.source:  # what the weights include of the log: a restart reads on after it
+            extra["source"] = {**self.source.identity, "applied": self.position}
+        try:
+            checkpoint.write(self.config.checkpoint, self.models.state(), extra=extra)
+        except OSError as e:
+            self.save_error, self._save_failed_at = str(e), time.monotonic()
+            log.error("streammlp serve: checkpoint failed: %s; still serving, trying again", e)
+            self._send(protocol.EVENTS, protocol.event_body(
+                "checkpoint_failed", path=self.config.checkpoint, error=str(e)))
+            return False
+        if self.save_error:
+            log.info("streammlp serve: checkpoint written again to %s", self.config.checkpoint)
+        self.save_error, self._save_failed_at = None, -math.inf
         self._undurable_messages = 0
         for sender, status in self.ledger.made_durable():
             self._answer_producer(sender, status)
+        return True
+
+    def _log_refusals(self, now: float) -> None:
+        """Log the handshakes each socket refused since its last line, at most one line per
+        ``REFUSED_LOG_EVERY_S``: a stranger retrying every 100 ms must not flood the log."""
+        for monitor, name in self._monitors.items():
+            while monitor.poll(0):
+                kind = recv_monitor_message(monitor)["event"]
+                self._refused.setdefault(name, Counter())[REFUSALS.get(kind, "failed")] += 1
+        for name, why in list(self._refused.items()):
+            if now - self._refused_logged_at.get(name, -math.inf) >= REFUSED_LOG_EVERY_S:
+                log.warning("streammlp serve: refused %d handshake(s) on %s: %s",
+                            sum(why.values()), name, ", ".join(f"{n} {k}" for k, n in why.items()))
+                del self._refused[name]
+                self._refused_logged_at[name] = now
 
     def close(self) -> None:
         """Final checkpoint and publish, then close every socket with a bounded linger."""
         if self.config.checkpoint:
             self.save()
         self.publish_state()
+        if self.source:
+            self.source.close()
+        self._close_sockets(LINGER_MS)
+        if self.prometheus:
+            self.prometheus.close()
+
+    def _close_sockets(self, linger: int) -> None:
+        for monitor in self._monitors:
+            monitor.close(linger=0)
         for sock in (self.samples, self.acked, self.control, self.publisher):
             if sock is not None:
-                sock.close(linger=LINGER_MS)
+                sock.close(linger=linger)
         if self.auth:
             self.auth.stop()
         self.context.term()
-        if self.prometheus:
-            self.prometheus.close()
 
 
 def _decode(frame: bytes) -> protocol.Samples | protocol.ProtocolError:

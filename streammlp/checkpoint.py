@@ -8,37 +8,72 @@ one from the state.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import zipfile
+import zlib
 
 import numpy as np
+
+ZIP_MAGIC = b"PK\x03\x04"  # how an .npz (a zip archive) starts
 
 
 def write(path: str | os.PathLike, state: dict, extra: dict | None = None) -> None:
     """Save ``state`` (and ``extra``, any JSON-able dict, under ``"extra"``) to ``path``.
 
-    Atomic: a temporary file is written and fsynced, then renamed over ``path``,
-    so a crash leaves either the old file or the new one, never half of one.
+    Atomic and durable: a temporary file is written and fsynced, renamed over
+    ``path``, then the directory is fsynced, so that the rename itself survives a
+    power loss. A crash leaves either the old file or the new one, never half of
+    one. ``OSError`` names ``path`` (not the temporary file) if it cannot be written.
     """
     arrays: dict[str, np.ndarray] = {}
     meta = _split(state, arrays)
     meta["extra"] = extra or {}
-    tmp = f"{os.fspath(path)}.tmp"
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays, meta=np.array(json.dumps(meta)))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    path = os.fspath(path)
+    tmp = f"{path}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays, meta=np.array(json.dumps(meta)))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)  # what was written of it, if anything
+        error = type(e)(f"cannot write {path}: {e.strerror or e}")  # str() without "[Errno n]"
+        error.errno = e.errno
+        raise error from e
+    _fsync_directory(os.path.dirname(path) or ".")
+
+
+def _fsync_directory(directory: str) -> None:
+    """Make a rename in ``directory`` durable (POSIX: the entry lives in the directory)."""
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read(path: str | os.PathLike) -> dict:
     """The state written by :func:`write`, its arrays back in place (``OSError`` or
-    ``ValueError``/``KeyError`` if the file is not one)."""
-    with np.load(path, allow_pickle=False) as data:
-        state = json.loads(str(data["meta"]))
-        for name in data.files:
-            if name != "meta":
-                _put(state, name, data[name])
+    ``ValueError``/``KeyError`` if the file is not one).
+
+    A damaged file (truncated, a bad CRC) or one that is not an ``.npz`` at
+    all raises ``ValueError`` saying so, not numpy's or zipfile's own words.
+    """
+    with open(path, "rb") as f:
+        if f.read(len(ZIP_MAGIC)) != ZIP_MAGIC:
+            raise ValueError("not an .npz file (it does not start as a zip archive does)")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            state = json.loads(str(data["meta"]))
+            for name in data.files:
+                if name != "meta":
+                    _put(state, name, data[name])
+    except (zipfile.BadZipFile, EOFError, zlib.error) as e:
+        raise ValueError(f"a damaged .npz file ({e})") from None
     return state
 
 

@@ -184,7 +184,8 @@ class Fleet(_Keys):
         w = self._work
         self._shapes = tuple(W.shape for W in w.weights)
         self._fleet = kernels.fleet_learner(ACTIVATIONS[w.activation], OUTPUTS[w.output],
-                                            LOSSES[w.loss], w.scale is not None, w.dtype)
+                                            LOSSES[w.loss], w.scale is not None,
+                                            len(w.layers) == 3, w.dtype)
 
     def __repr__(self) -> str:
         return f"Fleet({len(self)} models of {self._work!r})"
@@ -223,11 +224,12 @@ class Fleet(_Keys):
         sample_loss = np.empty(n)
         predicted, actual = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
         undone = np.empty(n, dtype=np.bool_)
+        s_pre, s_post, delta = w._work
         sse = self._fleet(self.params, self.scalers, self._shapes, slots[grouped], w.bias,
-                          w.params.dtype.type(w.lr), X[grouped], Y[grouped], w._s_pre,
-                          w._s_post, w._delta, sample_loss, predicted, actual, self.samples,
-                          self.loss_totals, self.correct_totals, self.ew_loss, self.ew_accuracy,
-                          1.0 / self.window, w.params, w._scaler, undone)
+                          w.params.dtype.type(w.lr), X[grouped], Y[grouped], s_pre, s_post, delta,
+                          sample_loss, predicted, actual, self.samples, self.loss_totals,
+                          self.correct_totals, self.ew_loss, self.ew_accuracy, 1.0 / self.window,
+                          w.params, w._scaler, undone)
         if grouped is order:  # the figures back in the rows' order
             for a in (sample_loss, predicted, actual, undone):
                 a[order] = a.copy()

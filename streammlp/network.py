@@ -23,6 +23,7 @@ PAIRS = {("logistic", "sse"), ("identity", "sse"), ("softmax", "cross_entropy"),
 INITS = ("uniform", "glorot")
 DTYPES = ("float64", "float32")
 SCALES = ("standard",)
+SCALE_LIMIT = kernels.SCALE_LIMIT  # the largest |input| with scale="standard" (see kernels)
 
 
 class InputError(ValueError):
@@ -52,6 +53,16 @@ class Prequential:
     @property
     def accuracy(self) -> float:
         return self.correct / self.n
+
+    @classmethod
+    def _of(cls, n: int, sse: float, loss: float, correct: int, sample_loss: np.ndarray,
+            predicted: np.ndarray, actual: np.ndarray) -> "Prequential":
+        """The same as the constructor, in a fifth of the time: a frozen dataclass sets each
+        field through ``object.__setattr__``, which costs ~1 µs on a call of one row."""
+        result = object.__new__(cls)
+        result.__dict__.update(n=n, sse=sse, loss=loss, correct=correct, sample_loss=sample_loss,
+                               predicted=predicted, actual=actual)
+        return result
 
 
 class MLP:
@@ -148,15 +159,16 @@ class MLP:
             W[...] = rng.uniform(-limit, limit, W.shape)
         # What the kernels take: tuples of the views, work buffers with a row per layer.
         self._Ws, self._bs = tuple(self.weights), tuple(self.biases)
-        self._s_pre = np.zeros((len(sizes), max(sizes)), dtype=dtype)
-        self._s_post = np.zeros_like(self._s_pre)
-        self._delta = np.zeros_like(self._s_pre)
+        self._work = np.zeros((3, len(sizes), max(sizes)), dtype=dtype)  # s_pre, s_post, delta
+        self._s_pre, self._s_post = self._work[0], self._work[1]  # what predict takes
         # The input scaler: rows 0 and 1 hold the running mean and the sum of squared
         # deviations (Welford) of each input, in float64; (2, 0) when not scaling.
         self._scaler = np.zeros((2, sizes[0] if scale else 0))
         self.scaler_count = 0
         self._learn = kernels.learner(ACTIVATIONS[activation], OUTPUTS[output], LOSSES[loss],
-                                      scale is not None, dtype)
+                                      scale is not None, len(sizes) == 3, dtype)
+        # The one-hidden-layer kernel takes the parameter buffer, the others the views.
+        self._layout = (self.params,) if len(sizes) == 3 else (self._Ws, self._bs)
         self._predict = kernels.predictor(ACTIVATIONS[activation], OUTPUTS[output],
                                           scale is not None, dtype)
         # Running prequential totals over everything learned so far.
@@ -210,28 +222,39 @@ class MLP:
         before the first update: bad input raises ``ValueError`` and leaves the
         model unchanged. Returns the batch's prequential figures.
         """
-        X = self.check_inputs(X)
-        return self.learn_checked(X, self.check_targets(y, len(X)))
+        # Arrays already as the kernel takes them skip the NumPy checks: the kernel checks
+        # their values in one pass before any update, which costs less on a few rows.
+        Y = _ready_targets(y, len(X), self.n_outputs, self.params.dtype) if _ready(
+            X, self.n_inputs, self.params.dtype) else None
+        if Y is None:
+            X = self.check_inputs(X)
+            return self._train(X, self.check_targets(y, len(X)), False)
+        result = self._train(X, Y, True)
+        if result is None:  # a value the net does not take: the checks say which, and raise
+            self.check_inputs(X)
+            self.check_targets(y, len(X))
+            raise RuntimeError("the kernel refused values that check_inputs and check_targets "
+                               "accept; please report this")  # never: the checks agree
+        return result
 
     def learn_checked(self, X: np.ndarray, Y: np.ndarray) -> Prequential:
         """:meth:`learn` for arrays that :meth:`check_inputs` and :meth:`check_targets` returned."""
+        return self._train(X, Y, False)
+
+    def _train(self, X: np.ndarray, Y: np.ndarray, check: bool) -> Prequential | None:
+        """Run the kernel on kernel-ready arrays; None, with nothing changed, if ``check`` finds
+        a value the net does not take."""
         n = len(X)
         sample_loss = np.empty(n)
         predicted = np.empty(n, dtype=np.int64)
         actual = np.empty(n, dtype=np.int64)
-        lr = self.params.dtype.type(self.lr)
-        if self.scale:
-            sse = self._learn(self._Ws, self._bs, self.bias, lr, X, Y, self._scaler,
-                              self.scaler_count, self._s_pre, self._s_post, self._delta,
-                              sample_loss, predicted, actual)
-        else:  # the seed's kernel: no scaler arguments (see kernels.learner)
-            sse = self._learn(self._Ws, self._bs, self.bias, lr, X, Y, self._s_pre, self._s_post,
-                              self._delta, sample_loss, predicted, actual)
-        result = Prequential(n=n, sse=float(sse), loss=float(sample_loss.sum()),
-                             correct=int(np.count_nonzero(predicted == actual)),
-                             sample_loss=sample_loss, predicted=predicted, actual=actual)
-        self._add(n, result.sse, result.loss, result.correct)
-        return result
+        sse, loss, correct, ok = self._learn(
+            *self._layout, self.bias, self.params.dtype.type(self.lr), X, Y, self._scaler,
+            self.scaler_count, self._work, sample_loss, predicted, actual, check)
+        if not ok:
+            return None
+        self._add(n, sse, loss, correct)
+        return Prequential._of(n, sse, loss, correct, sample_loss, predicted, actual)
 
     def _add(self, n: int, sse: float, loss: float, correct: int) -> None:
         """Count a learned batch of ``n`` rows in the running totals (and the scaler's rows)."""
@@ -268,6 +291,8 @@ class MLP:
             raise InputError("shape", f"X has {X.shape[1]} columns; this network takes {self.n_inputs}")
         X = _kernel_ready(X, self.params.dtype)
         _check_finite("X", X)
+        if self.scale:
+            _check_scalable(X)
         return X
 
     def check_targets(self, y, n: int) -> np.ndarray:
@@ -435,6 +460,40 @@ def _kernel_ready(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
     elif not a.flags.c_contiguous or not a.flags.writeable:
         a = a.copy(order="C")
     return a
+
+
+def _ready(X, width: int, dtype: np.dtype) -> bool:
+    """Whether ``X`` is a non-empty ``(n, width)`` array as the kernels take it (see
+    :func:`_kernel_ready`), so that only its values remain to be checked."""
+    if type(X) is not np.ndarray or X.dtype != dtype or X.ndim != 2 or not len(X):
+        return False
+    flags = X.flags
+    return X.shape[1] == width and flags.c_contiguous and flags.writeable
+
+
+def _ready_targets(y, n: int, outputs: int, dtype: np.dtype) -> np.ndarray | None:
+    """``y`` as the kernels take targets, ``(n, outputs)``, if it needs no conversion (or
+    just a reshape of ``(n,)`` for one output); None otherwise."""
+    if type(y) is not np.ndarray or y.dtype != dtype:
+        return None
+    if y.ndim == 1 and outputs == 1 and len(y) == n:
+        y = y.reshape(n, 1)
+    elif y.shape != (n, outputs):
+        return None
+    flags = y.flags
+    return y if flags.c_contiguous and flags.writeable else None
+
+
+def _check_scalable(X: np.ndarray) -> None:
+    """``InputError`` if a value of ``X`` is beyond ``SCALE_LIMIT`` (see there)."""
+    if float(np.finfo(X.dtype).max) <= SCALE_LIMIT:  # float32 holds no such value
+        return
+    big = np.abs(X) > SCALE_LIMIT
+    if big.any():
+        i, j = np.unravel_index(np.argmax(big), X.shape)
+        raise InputError("out_of_range", f"X has {X[i, j]:g} in row {i}, column {j}; with "
+                         f"scale='standard' inputs must be within ±{SCALE_LIMIT:g} (the running "
+                         "variance would overflow); rescale that feature")
 
 
 def _check_finite(name: str, a: np.ndarray) -> None:

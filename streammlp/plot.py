@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 
 
@@ -48,14 +49,21 @@ def learning_curve(history: list[dict], path: str | os.PathLike, title: str = ""
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if not any(m.get("samples") for m in history):
+        raise ValueError(f"no samples were trained in these {len(history)} metrics messages; "
+                         "nothing to plot")
+
+    def series(name: str) -> list[float]:
+        return [math.nan if m[name] is None else m[name] for m in history]  # JSON null is NaN
+
     samples = [m["samples"] for m in history]
     fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(8, 6), constrained_layout=True)
-    top.plot(samples, [m["rolling_accuracy"] for m in history], label="rolling")
-    top.plot(samples, [m["accuracy"] for m in history], label="cumulative", alpha=0.7)
+    top.plot(samples, series("rolling_accuracy"), label="rolling")
+    top.plot(samples, series("accuracy"), label="cumulative", alpha=0.7)
     top.set_ylabel("prequential accuracy")
     top.set_ylim(0, 1)
-    bottom.plot(samples, [m["rolling_loss"] for m in history], label="rolling")
-    bottom.plot(samples, [m["loss"] for m in history], label="cumulative", alpha=0.7)
+    bottom.plot(samples, series("rolling_loss"), label="rolling")
+    bottom.plot(samples, series("loss"), label="cumulative", alpha=0.7)
     bottom.set_ylabel("prequential loss")
     bottom.set_xlabel("samples trained")
     detected = detected_drifts(history)

@@ -16,11 +16,12 @@ Nothing here touches sockets; the README documents the frames for other language
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import time
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 import msgpack
 import numpy as np
@@ -38,6 +39,7 @@ MAX_ROWS = 1 << 20  # samples in one message
 MODEL_KEY = re.compile(r"[A-Za-z0-9._-]{1,128}")  # what a model key may be
 DEFAULT_MODEL = "default"  # the model of a message that names none, on a keyed service
 ARRAY_DTYPES = ("<f4", "<f8", "<i4", "<i8")
+EXACT_INT = 1 << 53  # integers up to this magnitude are exact as float64
 _ARRAY_DTYPES = {name: np.dtype(name) for name in ARRAY_DTYPES}
 
 
@@ -96,12 +98,13 @@ def decode_array(name: str, obj) -> np.ndarray:
             raise ProtocolError("bad_array", f"{name}.dtype is {obj.get('dtype')!r}; expected one of "
                                 f"{ARRAY_DTYPES}")
         if (type(shape) is not list or not 1 <= len(shape) <= 2
-                or not all(type(s) is int and 0 <= s <= MAX_MESSAGE_BYTES for s in shape)):
-            raise ProtocolError("bad_array", f"{name}.shape is {shape!r}; expected [n] or [n, d]")
+                or not all(type(s) is int and s >= 0 for s in shape)):
+            raise ProtocolError("bad_array", f"{name}.shape is {shape!r}; expected [n] or [n, d] "
+                                "with non-negative integers")
         if type(data) is not bytes:
             raise ProtocolError("bad_array", f"{name}.data is {type(data).__name__}; expected bin")
-        raise ProtocolError("bad_array", f"{name}.data has {len(data)} bytes; shape {shape} of "
-                            f"{dtype.str} needs {math.prod(shape) * dtype.itemsize}")
+        raise ProtocolError("bad_array", f"{name}.data has {len(data):,} bytes; shape {shape} of "
+                            f"{dtype.str} needs {math.prod(shape) * dtype.itemsize:,}")
     if isinstance(obj, list):
         try:
             a = np.array(obj)
@@ -110,9 +113,32 @@ def decode_array(name: str, obj) -> np.ndarray:
         if a.dtype.kind not in "biuf" or a.ndim > 2:
             raise ProtocolError("bad_array", f"{name} must be a list of numbers or of rows of "
                                 f"numbers; got {a.dtype} with {a.ndim} dimensions")
+        # numpy turns true/false among numbers into 1/0, and a huge integer among floats into a
+        # rounded float: look at the items themselves.
+        types = set(map(type, _values(obj, a.ndim)))  # a tenth of the time np.array takes
+        if bool in types:
+            raise ProtocolError("dtype", f"{name} holds true/false; expected numbers "
+                                "(send booleans as 0 and 1)")
+        if int in types and a.dtype.kind == "f":
+            _check_exact(name, np.array([v for v in _values(obj, a.ndim) if type(v) is int],
+                                        dtype=object))
         return a
     raise ProtocolError("bad_array", f"{name} is {type(obj).__name__}; expected a list of rows "
                         "or a binary array map {dtype, shape, data}")
+
+
+def _values(obj: list, ndim: int):
+    """The items of a list of numbers or of rows of numbers, flat."""
+    return obj if ndim == 1 else itertools.chain.from_iterable(obj)
+
+
+def _check_exact(name: str, a: np.ndarray) -> None:
+    """``ProtocolError`` ("dtype") for integers a float64 cannot hold exactly (beyond ±2^53):
+    the value trained would not be the value sent (2^63-1 is often a sentinel, not a sample)."""
+    if a.dtype.kind in "iuO" and a.size and (a.max() > EXACT_INT or a.min() < -EXACT_INT):
+        bad = a.max() if a.max() > EXACT_INT else a.min()
+        raise ProtocolError("dtype", f"{name} holds the integer {bad}, beyond ±2^53, which a "
+                            "float cannot hold exactly; send floats, or values within ±2^53")
 
 
 # -- framing -------------------------------------------------------------------------------------
@@ -130,10 +156,22 @@ def unpack(frame: bytes) -> dict:
     try:
         body = msgpack.unpackb(frame, raw=False, strict_map_key=True)
     except (ValueError, TypeError, msgpack.UnpackException) as e:
-        raise ProtocolError("not_msgpack", f"frame is not one msgpack value: {e}") from None
+        raise ProtocolError("not_msgpack", f"frame is not one msgpack value: {_why(e)}") from None
     if not isinstance(body, dict):
         raise ProtocolError("bad_message", f"message is a {type(body).__name__}; expected a map")
     return body
+
+
+def _why(e: Exception) -> str:
+    """What msgpack found wrong, in words (its own messages are empty or name internal limits)."""
+    text = str(e)
+    if isinstance(e, msgpack.FormatError) or not text:
+        return "it holds a byte that starts no msgpack value (such as 0xc1)"
+    if isinstance(e, msgpack.ExtraData):
+        return "bytes follow the first value; send one value per frame"
+    if "incomplete input" in text or "exceeds max_" in text:
+        return "it ends inside a value (truncated, or a length larger than the frame)"
+    return text
 
 
 # -- ingest --------------------------------------------------------------------------------------
@@ -148,7 +186,7 @@ def encode_samples(X, y, producer: str | None = None, seq: int | None = None,
     if binary:
         body["x"], body["y"] = encode_array(X), encode_array(y)
     else:
-        body["x"], body["y"] = np.asarray(X).tolist(), np.asarray(y).tolist()
+        body["x"], body["y"] = _as_list(X), _as_list(y)
     if producer is not None:
         body["producer"] = producer
     if seq is not None:
@@ -158,14 +196,56 @@ def encode_samples(X, y, producer: str | None = None, seq: int | None = None,
     return pack(body)
 
 
+def encode_batch(X, y, producer: str | None = None, seq: int | None = None,
+                 binary: bool = True, model: str | None = None) -> Iterator[bytes]:
+    """Ingest frames for any number of rows: one, or several in order, each within
+    ``MAX_ROWS`` rows and ``MAX_MESSAGE_BYTES`` (``seq``, if given, numbers them up from it).
+
+    ``ValueError`` if a batch over the limits cannot be split: ``X`` and ``y``
+    differ in length, or one row alone is larger than a frame.
+    """
+    X, y = np.asarray(X), np.asarray(y)
+    n = len(X) if X.ndim else 0
+    if n <= MAX_ROWS:
+        frame = encode_samples(X, y, producer, seq, binary, model)
+        if len(frame) <= MAX_MESSAGE_BYTES:
+            yield frame
+            return
+    if y.ndim == 0 or len(y) != n:
+        raise ValueError(f"X has {n:,} rows and y {len(y) if y.ndim else 0:,} targets; a batch "
+                         f"over {MAX_ROWS:,} rows or {MAX_MESSAGE_BYTES >> 20} MiB is sent in "
+                         "parts, which needs one target per row")
+    # At most 9 bytes per number in either encoding (msgpack float64; binary <f8 is 8), 10 per row
+    # for list headers, and room for the map around them.
+    per_row = 9 * (X.size + y.size) // n + 10
+    rows = min(MAX_ROWS, (MAX_MESSAGE_BYTES - 512 - len(producer or "")) // per_row)
+    if rows < 1:
+        raise ValueError(f"one row of X takes about {per_row:,} bytes; a message holds at most "
+                         f"{MAX_MESSAGE_BYTES:,}")
+    for part, start in enumerate(range(0, n, rows)):
+        yield encode_samples(X[start:start + rows], y[start:start + rows], producer,
+                             None if seq is None else seq + part, binary, model)
+
+
+def _as_list(a) -> list:
+    """Nested lists of numbers; booleans as 0/1, as ``encode_array`` sends them (true/false on
+    the wire are not numbers)."""
+    a = np.asarray(a)
+    return (a.astype(np.int64) if a.dtype == bool else a).tolist()
+
+
 def decode_samples(frame: bytes) -> Samples:
     body = unpack(frame)
     if body.get("v") != VERSION:
         raise ProtocolError("bad_version", f"message has v={body.get('v')!r}; this service speaks "
                             f"v={VERSION}")
     x, y = body.get("x"), body.get("y")
+    if "hello" in body:
+        raise ProtocolError("bad_message", "a hello needs 'producer' (a str), and only the "
+                            "acknowledged ingest (--ingest-acked) answers one")
     if x is None or y is None:
-        raise ProtocolError("bad_message", "message lacks 'x' or 'y'; expected keys v, x, y")
+        missing = " and ".join(repr(k) for k in ("x", "y") if body.get(k) is None)
+        raise ProtocolError("bad_message", f"message lacks {missing}; expected keys v, x, y")
     producer, seq = body.get("producer"), body.get("seq")
     if producer is not None and type(producer) is not str:
         raise ProtocolError("bad_message", f"producer is {type(producer).__name__}; expected str")
@@ -176,7 +256,12 @@ def decode_samples(frame: bytes) -> Samples:
         check_key(model)
     x, y = decode_array("x", x), decode_array("y", y)
     if len(x) > MAX_ROWS:
-        raise ProtocolError("too_large", f"message has {len(x)} rows; at most {MAX_ROWS}")
+        raise ProtocolError("too_large", f"message has {len(x):,} rows; at most {MAX_ROWS:,} "
+                            "(client.Producer splits larger batches)")
+    if len(x) == 0:
+        raise ProtocolError("empty", "x has no rows; send at least one")
+    _check_exact("x", x)
+    _check_exact("y", y)
     return Samples(x, y, producer, seq, model)
 
 
@@ -242,6 +327,11 @@ class FrameTemplate:
         if not all((rows[:, a:b] == self.frame[a:b]).all() for a, b in self.fixed):
             return None
         x, y = (self._stack(rows, name) for name in ("x", "y"))
+        try:
+            _check_exact("x", x)
+            _check_exact("y", y)
+        except ProtocolError:  # one of them needs its own verdict
+            return None
         if self.key_at == self.size:
             return self.message._replace(x=x, y=y)
         raw = bytes(data[:int(ends[-1])])
@@ -287,9 +377,13 @@ def _payload_spans(frame: bytes) -> dict[str, tuple[int, int]]:
 
 # -- publish -------------------------------------------------------------------------------------
 
-def weights_body(net, version: int) -> dict:
+def weights_body(net, version: int, run: str | None = None) -> dict:
     """The ``weights`` message of a network (or a race's leader): every layer's W and b as
-    binary arrays, the input scaler's mean and variance if it scales, the leader's index."""
+    binary arrays, the input scaler's mean and variance if it scales, the leader's index.
+
+    ``run`` names the service's run: versions count up within one run only (a
+    fresh start, or a resume from an older checkpoint, goes back down).
+    """
     body = {"v": VERSION, "version": version, "ts": time.time(),
             "layers": [{"W": encode_array(W), "b": encode_array(b)}
                        for W, b in zip(net.weights, net.biases)],
@@ -298,6 +392,8 @@ def weights_body(net, version: int) -> dict:
         body["scaler"] = {"mean": encode_array(net.scaler_mean), "var": encode_array(net.scaler_var)}
     if getattr(net, "leader", None) is not None:
         body["member"] = net.leader
+    if run is not None:
+        body["run"] = run
     return body
 
 
@@ -315,6 +411,7 @@ class Weights:
     scaler_var: np.ndarray | None = None
     member: int | None = None  # with --race: which member leads
     model: str | None = None  # the model's key, on a keyed service
+    run: str | None = None  # the service run these versions count in
 
 
 def decode_weights(body: dict) -> Weights:
@@ -325,7 +422,8 @@ def decode_weights(body: dict) -> Weights:
                    activation=body["activation"], output=body["output"],
                    scaler_mean=decode_array("mean", scaler["mean"]) if scaler else None,
                    scaler_var=decode_array("var", scaler["var"]) if scaler else None,
-                   member=body.get("member"), model=body.get("model"))
+                   member=body.get("member"), model=body.get("model"),
+                   run=body.get("run"))
 
 
 def model_topic(key: str, kind: bytes) -> bytes:
@@ -334,9 +432,10 @@ def model_topic(key: str, kind: bytes) -> bytes:
     return b"model/" + key.encode() + b"/" + kind
 
 
-def model_metrics_body(figures: dict) -> dict:
-    """The ``metrics`` message of one model of a keyed service (see ``Fleet.figures``)."""
-    return {"v": VERSION, "ts": time.time(), **figures}
+def model_metrics_body(figures: dict, window: int) -> dict:
+    """The ``metrics`` message of one model of a keyed service (see ``Fleet.figures``); its
+    ``ew_*`` figures weigh a sample ``t`` rows old by ``(1 - 1/window)**t``."""
+    return {"v": VERSION, "ts": time.time(), **figures, "window": window}
 
 
 def event_body(kind: str, **fields) -> dict:

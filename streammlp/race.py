@@ -12,6 +12,7 @@ sample, made before that sample is learned, is the race's prequential score.
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import product
 from typing import Sequence
@@ -27,6 +28,12 @@ LRS = (0.05, 0.2, 1.0)
 HIDDEN = (8, 32)  # hidden widths of the default grid
 WINDOW = 1000  # samples in the decaying window that ranks the members
 BY = {"loss": kernels.BY_LOSS, "accuracy": kernels.BY_ACCURACY}
+# Threads a race trains its members in, by default: one per core this process may use. The
+# kernels release the GIL; the service's ZeroMQ I/O thread needs little and takes its turn.
+THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+# Below this many multiply-adds per batch (rows x parameters of every member), handing
+# work to another thread costs more than it saves (~20-50 us a handoff): train serially.
+PARALLEL_WORK = 2_000_000
 # What the members must share to run in one compiled loop (they may differ in width and lr).
 SHARED = ("n_inputs", "n_outputs", "activation", "output", "loss", "bias", "dtype", "scale")
 
@@ -74,6 +81,11 @@ class Race:
         ``loss`` (lowest windowed loss leads) or ``accuracy`` (highest windowed
         accuracy, then lowest loss). A member leads until another is strictly
         better.
+    threads
+        Threads the members are trained in, each taking a group of members of
+        about equal work (``None``: ``THREADS``, one per usable core). Members
+        are independent given the rows, so the results are the same bits
+        whatever the number; small batches are trained in one thread.
 
     Examples
     --------
@@ -89,7 +101,8 @@ class Race:
     array([1, 0])
     """
 
-    def __init__(self, members: Sequence[MLP], window: int = WINDOW, by: str = "loss") -> None:
+    def __init__(self, members: Sequence[MLP], window: int = WINDOW, by: str = "loss",
+                 threads: int | None = None) -> None:
         members = list(members)
         if not members or not all(isinstance(m, MLP) for m in members):
             raise TypeError(f"members={members!r}; expected a non-empty sequence of MLP")
@@ -108,7 +121,12 @@ class Race:
         if int(window) != window or window < 1:
             raise ValueError(f"window={window}; expected a positive whole number of samples")
         _choose("by", by, BY)
+        threads = THREADS if threads is None else threads
+        if int(threads) != threads or threads < 1:
+            raise ValueError(f"threads={threads}; expected a positive whole number (None: one per "
+                             "core)")
         self.members, self.window, self.by = members, int(window), by
+        self.threads = int(threads)
         self.leader = 0
         # Decaying-window means per member: row 0 loss, row 1 accuracy; _weight is the
         # sum of the window's weights over the samples seen (0: none yet).
@@ -120,12 +138,16 @@ class Race:
         self._bss = tuple(m._bs for m in members)
         self._scalers = tuple(m._scaler for m in members)
         self._lrs = np.array([m.lr for m in members], dtype=first.dtype)
+        self._train = kernels.racer(ACTIVATIONS[first.activation], OUTPUTS[first.output],
+                                    LOSSES[first.loss], first.scale is not None, first.dtype)
+        # The members in groups of about equal work (parameters), largest first, one group per
+        # thread; each group with its own work buffers. One group when training serially.
+        self._groups = _groups([m.params.size for m in members], min(self.threads, len(members)))
         shape = (len(first.layers), max(max(m.layers) for m in members))
-        self._s_pre = np.zeros(shape, dtype=first.dtype)
-        self._s_post = np.zeros_like(self._s_pre)
-        self._delta = np.zeros_like(self._s_pre)
-        self._race = kernels.racer(ACTIVATIONS[first.activation], OUTPUTS[first.output],
-                                   LOSSES[first.loss], first.scale is not None, BY[by], first.dtype)
+        self._buffers = [tuple(np.zeros(shape, dtype=first.dtype) for _ in range(3))
+                         for _ in self._groups]
+        self._work = sum(m.params.size for m in members)  # multiply-adds per row, about
+        self._pool = None  # made on the first batch big enough to share out
         # The race's own prequential totals: each sample scored by the member leading before it.
         self.samples = 0
         self.sse_total = 0.0
@@ -137,7 +159,8 @@ class Race:
              hidden: Sequence[int | Sequence[int]] = HIDDEN, activation: str = "logistic",
              output: str | None = None, loss: str | None = None, scale: str | None = "standard",
              init: str = "glorot", bias: bool = True, seed: int | None = None,
-             dtype: str = "float64", window: int = WINDOW, by: str = "loss") -> "Race":
+             dtype: str = "float64", window: int = WINDOW, by: str = "loss",
+             threads: int | None = None) -> "Race":
         """A race of one member per hidden width and learning rate (widths outer, lrs inner).
 
         ``hidden`` holds one width per member shape, or a sequence of widths
@@ -160,7 +183,7 @@ class Race:
                        output=output, loss=loss, lr=lr, bias=bias, init=init, seed=seed,
                        dtype=dtype, scale=scale)
                    for h, lr in product(hidden, lrs)]
-        return cls(members, window=window, by=by)
+        return cls(members, window=window, by=by, threads=threads)
 
     def __repr__(self) -> str:
         return (f"Race({len(self.members)} members, window={self.window}, by={self.by!r}, "
@@ -244,11 +267,33 @@ class Race:
         race_loss, race_predicted = np.empty(n), np.empty(n, dtype=np.int64)
         totals = np.empty((3, K + 1))  # ΣFE², loss, correct rows: each member's, then the race's
         counts = np.array([m.scaler_count for m in self.members], dtype=np.int64)
-        self._weight, leader = self._race(
-            self._Wss, self._bss, self.members[0].bias, self._lrs, X, Y, self._scalers, counts,
-            self._s_pre, self._s_post, self._delta, sample_loss, sample_sse, predicted, actual,
-            self._figures, self._weight, 1.0 / self.window, self.leader, leaders, race_loss,
-            race_predicted, totals)
+        if self.members[0].scale:
+            Z = np.empty_like(X)  # the batch as the members that share statistics see it
+            shared = kernels.standardise_shared(X, self._scalers, counts, Z)
+        else:
+            Z, shared = X, np.zeros(K, dtype=np.bool_)
+
+        def train(group: int, actual: np.ndarray) -> None:
+            self._train(self._groups[group], self._Wss, self._bss, self.members[0].bias, self._lrs,
+                        X, Z, Y, self._scalers, counts, shared, *self._buffers[group],
+                        sample_loss, sample_sse, predicted, actual, totals)
+
+        if len(self._groups) > 1 and n * self._work >= PARALLEL_WORK:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(len(self._groups) - 1, "streammlp-race")
+            # Every group writes the same classes of the targets: the others into copies.
+            others = [self._pool.submit(train, g, np.empty_like(actual))
+                      for g in range(1, len(self._groups))]
+            train(0, actual)
+            for other in others:
+                other.result()
+        else:
+            for group in range(len(self._groups)):
+                train(group, actual)
+        self._weight, leader = kernels.rank(sample_loss, sample_sse, predicted, actual,
+                                            self._figures, self._weight, 1.0 / self.window,
+                                            self.leader, BY[self.by], leaders, race_loss,
+                                            race_predicted, totals)
         self.leader = int(leader)
         sse, loss, correct = totals.tolist()
         for k, member in enumerate(self.members):
@@ -357,3 +402,14 @@ class Race:
         if not isinstance(race, Race):
             raise ValueError(f"{os.fspath(path)} holds one network, not a race; read it with MLP.load")
         return race
+
+
+def _groups(work: list[int], count: int) -> list[np.ndarray]:
+    """Member indices in ``count`` groups of about equal total ``work``: largest first, each to the
+    lightest group so far (ties to the first), every group in member order."""
+    groups, loads = [[] for _ in range(count)], [0] * count
+    for k in sorted(range(len(work)), key=lambda k: -work[k]):
+        g = loads.index(min(loads))
+        groups[g].append(k)
+        loads[g] += work[k]
+    return [np.array(sorted(g), dtype=np.int64) for g in groups]

@@ -18,10 +18,21 @@ LOOPBACK_PREFIXES = ("tcp://127.", "tcp://localhost:", "tcp://[::1]:", "ipc://",
 
 
 def keygen(directory: str | os.PathLike, names: list[str]) -> list[str]:
-    """Write a key pair per name into ``directory``; the files written."""
+    """Write a key pair per name into ``directory``; the files written.
+
+    Secret key files are readable by their owner only (0600), from before a
+    secret is written into them.
+    """
     os.makedirs(directory, exist_ok=True)
     written = []
     for name in names:
+        secret = os.path.join(os.fspath(directory), f"{name}.key_secret")
+        # pyzmq writes into the file as it is (open "w" keeps an existing file's mode).
+        fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)  # an existing file keeps its mode otherwise
+        finally:
+            os.close(fd)
         written.extend(zmq.auth.create_certificates(os.fspath(directory), name))
     return written
 

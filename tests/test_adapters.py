@@ -236,6 +236,25 @@ def test_regressor_learn_one_is_learn_on_one_row(river):
     assert model.predict_one(rows(X[:1])[0]) == pytest.approx(net.predict(X[:1])[0, 0], abs=1e-12)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_value_beyond_the_dtype_is_refused_before_any_update(river, dtype):
+    """1e39 is a finite Python float but inf in float32: checked once converted, as MLP does."""
+    model = adapters.RiverMLPRegressor(hidden=(3,), seed=1, dtype=dtype)
+    model.learn_one({"a": 0.5, "b": -0.5}, 0.1)
+    before = model.net.params.copy()
+    big = {"a": 1e39, "b": 0.0}
+    if dtype == "float64":  # in range: learned
+        model.learn_one(big, 0.1)
+        assert not np.array_equal(model.net.params, before)
+        return
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        model.learn_one(big, 0.1)
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        model.predict_one(big)
+    assert np.array_equal(model.net.params, before) and np.isfinite(model.net.params).all()
+    assert model.net.samples == 1
+
+
 def test_learn_many_is_learn_one_row_by_row(river):
     pd = pytest.importorskip("pandas")
     X, y = stream(80, 3, ["a", "b", "c"])

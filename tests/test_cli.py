@@ -1,5 +1,6 @@
 """The streammlp command: demo, feed, train, watch and plot, run as a user would."""
 
+import argparse
 import json
 import subprocess
 import sys
@@ -31,6 +32,34 @@ def write_csv(path, X, y, header=("x1", "x2", "x3", "output")):
             f.write(",".join(repr(float(v)) for v in [*row, target]) + "\n")
 
 
+@pytest.fixture(scope="module")
+def service():
+    """One service for the checks below that need one (it compiles once)."""
+    with running_service("--layers", "3,4,1", "--lr", "1", "--seed", "4",
+                         "--publish-every-ms", "50") as s:
+        yield s
+
+
+def free_endpoint() -> str:
+    import zmq
+    with zmq.Context() as ctx, ctx.socket(zmq.PULL) as probe:
+        port = probe.bind_to_random_port("tcp://127.0.0.1")
+        probe.unbind(f"tcp://127.0.0.1:{port}")
+    return f"tcp://127.0.0.1:{port}"
+
+
+def endpoints(s) -> list[str]:
+    return ["--ingest", s.ingest, "--control", s.control, "--publish", s.publish]
+
+
+def twin_of(control) -> MLP:
+    """A local network holding the service's current weights, to replay samples on."""
+    net, snap = MLP([3, 4, 1], lr=1.0), control.snapshot()
+    for mine, theirs in zip(net.weights + net.biases, snap.weights + snap.biases):
+        mine[...] = theirs
+    return net
+
+
 def test_demo_learns_the_waveform_task_and_draws_its_curve(tmp_path):
     png = tmp_path / "curve.png"
     out = streammlp("demo", "--samples", 60000, "--rate", 0, "--drift", 40000, "--window", 1000,
@@ -44,20 +73,17 @@ def test_demo_learns_the_waveform_task_and_draws_its_curve(tmp_path):
     assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 10_000
 
 
-def test_feed_trains_exactly_like_learn(tmp_path):
+def test_feed_trains_exactly_like_learn(service, tmp_path):
     X, y = seed_stream(1500, seed=3)
     write_csv(tmp_path / "data.csv", X, y)
-    with running_service("--layers", "3,4,1", "--lr", "1", "--seed", "4") as s:
-        out = streammlp("feed", tmp_path / "data.csv", "--ingest", s.ingest, "--batch", 100).stdout
+    with Control(service.control, timeout=10) as c:
+        net, start = twin_of(c), c.ping()
+        out = streammlp("feed", tmp_path / "data.csv", *endpoints(service), "--batch", 100).stdout
         assert "sent      1,500 / 1,500 (100%)" in out
-        with Control(s.control, timeout=10) as c:
-            deadline = time.monotonic() + 10
-            while c.ping() < 1500 and time.monotonic() < deadline:
-                time.sleep(0.02)
-            snap = c.snapshot()
-    net = MLP([3, 4, 1], lr=1.0, seed=4)
+        assert "trained 1,500 of 1,500 samples" in out  # counted by the service, not by feed
+        snap = c.snapshot()
     net.learn(X, y)
-    assert snap.version == 1500
+    assert snap.version == start + 1500
     for mine, theirs in zip(net.weights + net.biases, snap.weights + snap.biases):
         np.testing.assert_allclose(theirs, mine, rtol=0, atol=1e-12)
 
@@ -100,7 +126,7 @@ def test_watch_records_metrics_and_plot_draws_them(tmp_path):
         try:
             time.sleep(1.0)
             write_csv(tmp_path / "d.csv", X, y)
-            streammlp("feed", tmp_path / "d.csv", "--ingest", s.ingest, "--rate", 3000)
+            streammlp("feed", tmp_path / "d.csv", *endpoints(s), "--rate", 3000)
             out, _ = watcher.communicate(timeout=TIMEOUT)
         finally:
             watcher.kill()
@@ -112,3 +138,166 @@ def test_watch_records_metrics_and_plot_draws_them(tmp_path):
     assert "samples" in out
     streammlp("plot", log, "-o", png)
     assert png.read_bytes()[:8] == PNG_MAGIC
+
+
+# -- nothing silently lost, nothing falsely reported (issue 13) -------------------------------------
+
+def test_feed_with_no_service_says_so_and_fails(tmp_path):
+    X, y = seed_stream(2000)
+    write_csv(tmp_path / "d.csv", X, y)
+    nowhere = free_endpoint()
+    started = time.monotonic()
+    result = streammlp("feed", tmp_path / "d.csv", "--ingest", nowhere, "--control", nowhere,
+                       "--publish", nowhere, "--timeout", 1, check=False)
+    assert result.returncode != 0
+    assert "100%" not in result.stdout
+    assert "is the service running?" in result.stderr
+    assert time.monotonic() - started < 20
+
+
+def test_feed_confirms_what_was_trained_and_reports_rejections(service, tmp_path):
+    X, y = seed_stream(1000, seed=9)
+    X[250, 1] = np.nan  # in the third message of 100 rows
+    write_csv(tmp_path / "nan.csv", X, y)
+    with Control(service.control, timeout=10) as c:
+        before = c.ping()
+    result = streammlp("feed", tmp_path / "nan.csv", *endpoints(service), "--batch", 100,
+                       "--timeout", 10, check=False)
+    assert result.returncode == 1
+    assert "trained 900 of 1,000 samples" in result.stdout
+    assert "rejected 1 message(s), 100 samples, as non_finite" in result.stderr
+    assert f"samples 201-300 of {tmp_path / 'nan.csv'}" in result.stderr
+    with Control(service.control, timeout=10) as c:
+        assert c.ping() == before + 900  # the service's own count agrees
+    write_csv(tmp_path / "two.csv", X[:10, :2], y[:10], header=("a", "b", "output"))
+    result = streammlp("feed", tmp_path / "two.csv", *endpoints(service), "--timeout", 10, check=False)
+    assert result.returncode == 1
+    assert "trained 0 of 10 samples" in result.stdout
+    assert "as shape: X has 2 columns; this network takes 3" in result.stderr
+
+
+def test_watch_names_the_endpoint_that_did_not_answer():
+    publish, control = free_endpoint(), free_endpoint()
+    result = streammlp("watch", "--publish", publish, "--control", control, "--timeout", 0.5,
+                       check=False)
+    assert result.returncode != 0
+    assert control in result.stderr and publish not in result.stderr
+
+
+def test_watch_records_strict_json(tmp_path):
+    with running_service("--layers", "3,4,1", "--publish-every-ms", "50") as idle:  # NaN figures
+        streammlp("watch", "--publish", idle.publish, "--jsonl", tmp_path / "m.jsonl",
+                  "--duration", 0.5)
+    lines = (tmp_path / "m.jsonl").read_text().splitlines()
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    records = [json.loads(line, parse_constant=refuse) for line in lines]
+    assert records and records[0]["accuracy"] is None and records[0]["samples"] == 0
+    result = streammlp("plot", tmp_path / "m.jsonl", "-o", tmp_path / "empty.png", check=False)
+    assert result.returncode != 0 and "no samples were trained" in result.stderr
+    assert not (tmp_path / "empty.png").exists()
+
+
+def test_live_display_measures_the_rate_and_skips_repeated_lines(monkeypatch):
+    import io
+    from streammlp import display
+
+    monkeypatch.setattr(display, "PLAIN_EVERY_S", 0.0)
+    out = io.StringIO()
+    m = dict(samples=0, samples_per_s=0.0, accuracy=0.5, rolling_accuracy=0.5, loss=0.1,
+             rolling_loss=0.1, rejected={})
+    with display.LiveDisplay("t", stream=out) as shown:
+        shown.update({**m, "ts": 0.0})
+        shown.update({**m, "ts": 0.2, "samples": 20_000, "samples_per_s": 100_000.0})  # a burst
+        for i in range(2, 16):  # then idle, published every 0.2 s as a heartbeat
+            shown.update({**m, "ts": 0.2 * i, "samples": 20_000})
+    lines = out.getvalue().splitlines()[1:]
+    assert all(a != b for a, b in zip(lines, lines[1:]))  # nothing printed twice while idle
+    assert any("20,000/s" in line for line in lines)  # 20,000 samples over the first second
+    assert lines[-1].split()[2] == "0/s"  # and none since
+
+
+def test_train_names_the_file_and_line_of_a_nan(tmp_path):
+    X, y = seed_stream(10)
+    X[6, 2] = np.nan
+    write_csv(tmp_path / "nan.csv", X, y)
+    result = streammlp("train", tmp_path / "nan.csv", check=False)
+    assert result.returncode == 2
+    assert f"{tmp_path / 'nan.csv'}, line 8: x3 is nan" in result.stderr
+
+
+def test_train_checks_everything_before_training(tmp_path):
+    X, y = seed_stream(200)
+    write_csv(tmp_path / "t.csv", X, y)
+    write_csv(tmp_path / "v.csv", X[:, :2], y, header=("a", "b", "output"))
+    result = streammlp("train", tmp_path / "t.csv", "--validate", tmp_path / "v.csv", check=False)
+    assert result.returncode == 2 and "epoch" not in result.stdout
+    assert "v.csv has 2 input columns" in result.stderr
+    result = streammlp("train", tmp_path / "t.csv", "--save", tmp_path / "nowhere" / "x.npz",
+                       check=False)
+    assert result.returncode == 2 and "epoch" not in result.stdout
+    assert "no directory" in result.stderr and ".tmp" not in result.stderr
+    for bad in (["--epochs", 0], ["--lr", -1], ["--layers", "3,0,1"]):
+        result = streammlp("train", tmp_path / "t.csv", *bad, check=False)
+        assert result.returncode == 2 and "epoch" not in result.stdout, bad
+    result = streammlp("train", tmp_path / "t.csv", "--layers", "3,1000000000000,1", check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "not enough memory" in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_train_takes_the_input_count_from_the_file(tmp_path):
+    X = np.random.default_rng(3).uniform(-1, 1, (500, 5))
+    write_csv(tmp_path / "five.csv", X, (X[:, 4] >= 0).astype(float),
+              header=("a", "b", "c", "d", "e", "output"))
+    out = streammlp("train", tmp_path / "five.csv", "--save", tmp_path / "n.npz").stdout
+    assert "epoch 1: 500 samples" in out
+    assert MLP.load(tmp_path / "n.npz").layers == [5, 4, 1]
+    result = streammlp("train", tmp_path / "five.csv", "--layers", "3,4,1", check=False)
+    assert result.returncode == 2 and "five.csv has 5 input columns; --layers 3,4,1 takes 3" in result.stderr
+
+
+def test_demo_refuses_numbers_that_make_no_run():
+    for bad in (["--samples", 0], ["--window", 0], ["--rate", -5], ["--batch", 0]):
+        result = streammlp("demo", *bad, check=False)
+        assert result.returncode == 2 and "expected" in result.stderr, bad
+        assert "accuracy" not in result.stdout
+
+
+def test_keygen_without_a_server_key_suggests_no_client_key_to_serve_with(tmp_path):
+    out = streammlp("keygen", tmp_path, "client").stdout
+    assert "client.key_secret" in out and "--curve-secret" not in out.replace(
+        "(--curve-server-key)", "")
+    assert "serve with --curve-secret" in streammlp("keygen", tmp_path / "k").stdout
+
+
+def test_help_describes_every_command_and_option():
+    from streammlp.cli import _parser
+
+    parser = _parser()
+    assert streammlp("--version").stdout.startswith("streammlp ")
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in commands.choices.items():
+        if name == "serve":
+            continue
+        assert sub.description, name
+        for action in sub._actions:
+            assert action.help, (name, action.dest)
+    train = streammlp("train", "--help").stdout
+    assert "{identity,logistic,tanh,relu}" in train and "(default: 1.0)" in train
+
+
+def test_demo_refuses_layers_its_task_cannot_feed():
+    for task, layers in (("points", "5,4,1"), ("waveforms", "32,64,3")):
+        result = streammlp("demo", "--task", task, "--layers", layers, "--samples", 1000, check=False)
+        assert result.returncode == 2 and "task has" in result.stderr, (task, result.stderr)
+
+
+def test_train_refuses_targets_that_are_not_class_labels(tmp_path):
+    X, _ = seed_stream(20)
+    y = np.arange(20) % 3 + 0.0
+    y[5] = 1.7
+    write_csv(tmp_path / "c.csv", X, y)
+    result = streammlp("train", tmp_path / "c.csv", "--layers", "3,4,3", check=False)
+    assert result.returncode == 2 and "target 1.7 of sample 6 is not a class label" in result.stderr

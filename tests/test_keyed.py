@@ -315,3 +315,44 @@ def test_acknowledged_ingest_is_exactly_once_per_key(tmp_path, rng):
         left = np.arange(60) % 6 < 3
         assert_model_is(control, "left", alone("left", X[left], y[left]))
         assert_model_is(control, "right", alone("right", X[~left], y[~left]))
+
+
+def test_feed_sends_each_row_to_the_model_its_column_names(service, control, tmp_path, rng):
+    from streammlp.cli import main as streammlp
+
+    X = rng.uniform(-1, 1, (50, 3))
+    y = (X[:, 0] >= 0).astype(float)
+    keys = np.array(["csv-a", "csv-b"])[rng.integers(0, 2, 50)]
+    path = tmp_path / "fleet.csv"
+    lines = ["x1,sensor,x2,x3,output"] + [f"{a},{k},{b},{c},{t}" for (a, b, c), k, t in zip(X, keys, y)]
+    path.write_text("\n".join(lines) + "\n")
+    assert streammlp(["feed", str(path), "--model-column", "sensor", "--batch", "7",
+                      "--ingest", service.ingest, "--control", service.control,
+                      "--publish", service.publish, "--timeout", str(RECV_TIMEOUT)]) == 0
+    for key in ("csv-a", "csv-b"):
+        rows = keys == key
+        assert_model_is(control, key, alone(key, X[rows], y[rows]))
+
+
+def test_watch_follows_one_model(service, control, tmp_path, rng):
+    import json
+    import threading
+
+    from streammlp.cli import main as streammlp
+
+    X = rng.uniform(-1, 1, (4, 3))
+    log = tmp_path / "watched.jsonl"
+
+    def feed():
+        with Producer(service.ingest) as producer:
+            for i in range(15):
+                producer.send(X, np.zeros(4), model="watched" if i % 2 else "other")
+                time.sleep(0.05)
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    assert streammlp(["watch", "--publish", service.publish, "--model", "watched",
+                      "--duration", "3", "--jsonl", str(log)]) == 0
+    feeder.join()
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert lines and {m["model"] for m in lines} == {"watched"}
+    assert lines[-1]["samples"] == control.stats("watched")["samples"] > 0

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+import streammlp.race as race_module
 from streammlp import MLP, Race, read
 
 
@@ -41,6 +42,30 @@ def test_each_member_learns_exactly_as_it_would_alone(scale, dtype, hidden, rng)
         if scale:
             assert member.scaler_count == net.scaler_count
             assert np.array_equal(member.scaler_mean, net.scaler_mean)
+
+
+@pytest.mark.parametrize("scale", [None, "standard"])
+def test_threads_give_the_serial_race_bit_for_bit(scale, rng, monkeypatch):
+    """Members trained in parallel threads (groups of about equal work) end with the bits of the
+    serial race, batch after batch, including batches too small to share out."""
+    monkeypatch.setattr(race_module, "PARALLEL_WORK", 1)  # share out every batch here
+    X = rng.normal(size=(2000, 5)) * [1, 10, 0.1, 1, 100]
+    y = rng.integers(0, 3, 2000)
+    grid = dict(lrs=(0.05, 0.2, 1.0), hidden=(8, 32), scale=scale, seed=7)
+    serial = Race.grid(5, 3, **grid, threads=1)
+    parallel = Race.grid(5, 3, **grid, threads=3)
+    assert serial.threads == 1 and len(parallel._groups) == 3
+    assert sorted(np.concatenate(parallel._groups).tolist()) == list(range(6))
+    for rows in batches(len(X), rng, sizes=(1, 300, 7, 900)):
+        a, b = serial.learn(X[rows], y[rows]), parallel.learn(X[rows], y[rows])
+        assert np.array_equal(a.member_sample_loss, b.member_sample_loss)
+        assert np.array_equal(a.leaders, b.leaders) and np.array_equal(a.actual, b.actual)
+        assert a.loss == b.loss and np.array_equal(a.member_sse, b.member_sse)
+    for m, n in zip(serial.members, parallel.members):
+        assert np.array_equal(m.params, n.params) and np.array_equal(m._scaler, n._scaler)
+    assert Race.grid(3, 1).threads == race_module.THREADS >= 1
+    with pytest.raises(ValueError, match="threads=0"):
+        Race.grid(3, 1, threads=0)
 
 
 def test_members_with_their_own_history_still_learn_as_alone(rng):

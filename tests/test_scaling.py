@@ -5,7 +5,8 @@ import copy
 import numpy as np
 import pytest
 
-from streammlp import MLP, read, reference
+from streammlp import MLP, Race, read, reference
+from streammlp.network import SCALE_LIMIT, InputError
 
 
 def awkward_inputs(n, rng):
@@ -102,6 +103,27 @@ def test_save_load_keeps_the_scaler_and_continues_identically(tmp_path, rng):
     ra, rb, rc = net.learn(X[250:], y[250:]), loaded.learn(X[250:], y[250:]), twin.learn(X[250:], y[250:])
     assert np.array_equal(loaded.params, net.params) and np.array_equal(twin.params, net.params)
     assert np.array_equal(ra.sample_loss, rb.sample_loss) and np.array_equal(ra.sample_loss, rc.sample_loss)
+
+
+def test_an_input_whose_variance_would_overflow_is_refused_before_any_update(rng):
+    """Welford's sum of squared deviations overflows for |x| around 1e154: such rows are refused,
+    and inputs up to the limit keep the statistics finite."""
+    net = MLP([3, 4, 1], lr=0.5, seed=0, scale="standard")
+    X = rng.uniform(-1, 1, (300, 3)) * [1.0, SCALE_LIMIT, 1.0]  # the largest inputs taken
+    net.learn(X[:200], X[:200, 0] >= 0)
+    assert np.isfinite(net._scaler).all() and np.all(net.scaler_var > 0)
+    before = net.params.copy(), net._scaler.copy(), net.scaler_count, net.samples
+    bad = X[200:].copy()
+    bad[7, 1] = 1e160
+    with pytest.raises(InputError, match="X has 1e\\+160 in row 7, column 1; with scale='standard'") as e:
+        net.learn(bad, bad[:, 0] >= 0)
+    assert e.value.reason == "out_of_range"
+    assert np.array_equal(net.params, before[0]) and np.array_equal(net._scaler, before[1])
+    assert (net.scaler_count, net.samples) == before[2:]
+    race = Race.grid(3, 1, hidden=(4,), seed=0)
+    with pytest.raises(InputError, match="out_of_range|within"):
+        race.learn(bad, bad[:, 0] >= 0)
+    assert MLP([3, 4, 1]).learn(bad, bad[:, 0] >= 0).n == 100  # without scaling, nothing to overflow
 
 
 def test_without_scale_nothing_changes():

@@ -1,6 +1,10 @@
 """CurveZMQ: allowed clients train and read; everyone else gets nothing in and nothing out."""
 
+import contextlib
+import os
 import shutil
+import stat
+import time
 
 import numpy as np
 import pytest
@@ -59,7 +63,8 @@ def test_others_get_nothing_in_and_nothing_out(secured, keys, who):
     with Control(secured.control, timeout=5, curve=allowed) as c:
         before = c.ping()
     with Producer(secured.ingest, curve=curve, timeout=QUIET) as p:
-        p.send(*samples())
+        with contextlib.suppress(ConnectionError):  # raised once the refusal is known
+            p.send(*samples())
         p.close(linger=0)
     with Control(secured.control, timeout=QUIET, retries=1, curve=curve) as c:
         with pytest.raises(TimeoutError):
@@ -76,3 +81,62 @@ def test_without_curve_only_loopback_is_bound(tmp_path):
     with pytest.raises(RuntimeError, match="not a loopback address"):
         with running_service("--layers", "3,4,1", "--control", "tcp://0.0.0.0:*"):
             pass
+
+
+def test_keygen_makes_secret_keys_private(tmp_path):
+    (tmp_path / "server.key_secret").write_text("old")
+    os.chmod(tmp_path / "server.key_secret", 0o644)  # a stale file with a loose mode
+    written = keygen(tmp_path, ["server", "client"])
+    modes = {os.path.basename(p): stat.S_IMODE(os.stat(p).st_mode) for p in written}
+    assert modes["server.key_secret"] == modes["client.key_secret"] == 0o600
+    assert "secret-key" in (tmp_path / "server.key_secret").read_text()
+    assert modes["server.key"] & 0o044  # public keys stay readable
+
+
+@pytest.mark.parametrize("who,reason", [("unknown key", "refused this client's key"),
+                                        ("no key", "CURVE"),
+                                        ("wrong server key", "could not read it")])
+def test_a_refused_producer_is_told_why(secured, keys, who, reason):
+    curve = {"unknown key": (str(keys / "stranger.key_secret"), str(keys / "server.key")),
+             "no key": None,
+             "wrong server key": (str(keys / "client.key_secret"), str(keys / "stranger.key"))}[who]
+    p = Producer(secured.ingest, curve=curve)
+    with pytest.raises(ConnectionError, match=reason):
+        p.wait_connected(timeout=5)
+    with pytest.raises(ConnectionError, match=reason):
+        p.send(*samples())  # known refused: nothing is queued for nobody
+    p.close()
+
+
+def test_an_unconfirmed_producer_raises_on_close(secured, keys):
+    """Messages queued before the refusal is known are reported as not delivered on close."""
+    p = Producer(secured.ingest, curve=(str(keys / "stranger.key_secret"), str(keys / "server.key")))
+    p.send(*samples())  # at once: the handshake has not been answered yet
+    with pytest.raises(ConnectionError, match="1 message.* not delivered.*refused this client's key"):
+        p.close(linger=5000)
+
+
+def test_an_allowed_producer_is_connected(secured, keys):
+    with Producer(secured.ingest, curve=(str(keys / "client.key_secret"),
+                                         str(keys / "server.key"))) as p:
+        p.wait_connected(timeout=5)
+        assert p.connected and p.refused is None
+
+
+def test_the_service_logs_refused_handshakes_without_flooding(secured, keys):
+    """A stranger retrying all the time is told nothing, but the service's log says so:
+    at most one line per socket every REFUSED_LOG_EVERY_S, the refusals counted in it."""
+    from service.trainer import REFUSED_LOG_EVERY_S
+
+    seen = len(secured.log_text())
+    wrong = (str(keys / "client.key_secret"), str(keys / "stranger.key"))
+    with Producer(secured.ingest, curve=wrong) as p:
+        time.sleep(1.0)  # it reconnects and is refused every ~100-200 ms
+        p.close(linger=0)
+    deadline = time.monotonic() + REFUSED_LOG_EVERY_S + 5
+    while "(a wrong server key?)" not in secured.log_text()[seen:]:
+        assert time.monotonic() < deadline, secured.log_text()
+        time.sleep(0.1)
+    time.sleep(0.5)
+    lines = [line for line in secured.log_text()[seen:].splitlines() if "handshake(s) on ingest" in line]
+    assert len(lines) == 1, lines  # several refusals, one line

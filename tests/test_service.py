@@ -1,5 +1,7 @@
 """The trainer service as a real process on 127.0.0.1: exact training, publishing, control, bad input."""
 
+import subprocess
+import sys
 import time
 
 import msgpack
@@ -8,6 +10,7 @@ import pytest
 import zmq
 
 from streammlp import MLP, protocol
+from streammlp import read as read_model
 from streammlp.client import Control, Producer, ServiceError, Subscriber
 from conftest import running_service
 
@@ -292,3 +295,124 @@ def test_resume_before_any_checkpoint_starts_afresh(tmp_path):
         with Control(s.control, timeout=RECV_TIMEOUT) as c:
             assert c.ping() == 0
         assert "starting afresh" in s.log_text()
+
+
+# -- nothing silently lost, nothing falsely reported (issue 13) -------------------------------------
+
+def free_port() -> int:
+    with zmq.Context() as ctx, ctx.socket(zmq.PULL) as probe:
+        port = probe.bind_to_random_port("tcp://127.0.0.1")
+        probe.unbind(f"tcp://127.0.0.1:{port}")
+    return port
+
+
+def test_every_version_names_its_run(service, control):
+    with Subscriber(service.publish, topics=("weights", "metrics"), timeout=RECV_TIMEOUT) as sub, \
+            Producer(service.ingest) as p:
+        time.sleep(0.3)
+        p.send(*seed_rows(10))
+        kinds = {}
+        while len(kinds) < 2:
+            topic, m = sub.recv()
+            kinds[topic] = m.run if topic == "weights" else m["run"]
+    run = control.request("ping")["run"]
+    assert len(run) == 16 and kinds == {"weights": run, "metrics": run}
+    assert control.stats()["run"] == control.snapshot().run == run
+
+
+def seed_rows(n, seed=0):
+    X = np.random.default_rng(seed).uniform(-1, 1, (n, 3))
+    return X, (X[:, 0] >= 0).astype(float)
+
+
+def test_subscribers_follow_a_restarted_service_whose_versions_went_down(tmp_path):
+    ports = ["--ingest", f"tcp://127.0.0.1:{free_port()}", "--publish",
+             f"tcp://127.0.0.1:{free_port()}", "--control", f"tcp://127.0.0.1:{free_port()}"]
+    with running_service(*ARGS, *ports, free_ports=False) as first:
+        with Producer(first.ingest) as p:
+            p.send(*seed_rows(500))
+        with Control(first.control, timeout=RECV_TIMEOUT) as c:
+            wait_for_version(c, 500)
+        sub = Subscriber(first.publish, first.control, topics=("weights",), timeout=RECV_TIMEOUT)
+        try:
+            _, old = sub.recv()
+            assert old.version == 500
+            first.stop()
+            with running_service(*ARGS, *ports, free_ports=False) as second:  # fresh: version 0
+                with Producer(second.ingest) as p:
+                    p.send(*seed_rows(100, seed=1))
+                while True:  # the new run's weights come through although 100 < 500
+                    _, new = sub.recv()
+                    if new.version == 100:
+                        break
+                assert new.run != old.run
+        finally:
+            sub.close()
+
+
+@pytest.mark.parametrize("damage,words", [
+    (lambda b: b[:len(b) // 2], "damaged .npz file"),
+    (lambda b: b[:100] + bytes([b[100] ^ 0xFF]) + b[101:], "Bad CRC-32"),
+    (lambda b: b"params,1,2,3\n", "not an .npz file"),
+])
+def test_damaged_checkpoints_are_refused_in_one_line(tmp_path, damage, words):
+    good = tmp_path / "good.npz"
+    MLP(**SPEC).save(good)
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(damage(good.read_bytes()))
+    with pytest.raises(ValueError, match=words):
+        read_model(bad)
+    result = subprocess.run([sys.executable, "-m", "service", "--checkpoint", str(bad), "--resume"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert words in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("options,words", [
+    (["--layers", "100000000,100000000,1"], "not enough memory for this model"),
+    (["--ingest", "localhost:5600"], "not a ZeroMQ endpoint; expected transport://address"),
+    (["--seed", "-1"], "--seed -1: expected 0 or more"),
+])
+def test_impossible_options_are_one_line_and_a_failure(options, words):
+    result = subprocess.run([sys.executable, "-m", "service", *options], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert words in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_port_in_use_is_said_before_compiling(service):
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "service", "--ingest", service.ingest,
+                             "--publish", "tcp://127.0.0.1:*", "--control", "tcp://127.0.0.1:*",
+                             "--layers", "7,13,5"],  # a shape nothing has compiled yet
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"--ingest {service.ingest}: cannot bind: Address already in use" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert time.monotonic() - started < 15
+
+
+def test_a_failing_checkpoint_is_reported_and_retried_while_serving(tmp_path):
+    ckpt = tmp_path / "model.npz"
+    blocker = tmp_path / "model.npz.tmp"  # a directory where the temporary file goes: open fails
+    blocker.mkdir()
+    with running_service(*ARGS, "--checkpoint", str(ckpt), "--checkpoint-every-s", "0.2") as s:
+        with Subscriber(s.publish, topics=("events",), timeout=RECV_TIMEOUT) as events, \
+                Control(s.control, timeout=RECV_TIMEOUT) as c:
+            with pytest.raises(ServiceError, match="checkpoint failed: cannot write"):
+                c.save()
+            event = events.recv()[1]
+            assert event["kind"] == "checkpoint_failed" and "cannot write" in event["error"]
+            with Producer(s.ingest) as p:  # still serving
+                p.send(*seed_rows(50))
+            wait_for_version(c, 50)
+            blocker.rmdir()
+            deadline = time.monotonic() + RECV_TIMEOUT
+            while not ckpt.exists():  # the timer tried again
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert c.save() == str(ckpt)
+            blocker.mkdir()  # and the final checkpoint fails
+        assert s.stop() == 1
+    assert "the last checkpoint failed" in s.log_text()
+    assert read_model(ckpt)[0].samples == 50

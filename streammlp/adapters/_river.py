@@ -39,7 +39,9 @@ class _RiverMLP:
             values = [0.0 if v is None else v for v in values]
         try:
             self._x[0] = values
-            finite = math.isfinite(sum(values))  # a sum that overflows is checked one by one below
+            # Checked as stored: 1e39 is finite, but inf in a float32 buffer. A sum that
+            # overflows is checked one by one below.
+            finite = math.isfinite(sum(self._x[0].tolist()))
         except (TypeError, ValueError):
             raise ValueError(f"x has a value that is not a real number: {x!r}; encode categorical "
                              "features as numbers first") from None

@@ -6,6 +6,11 @@ to) and to ``learn`` them; a model that a batch leaves non-finite is restored,
 and the rows it undid are reported, for the trainer to retrain message by
 message.
 Publishing and the model-specific control ops differ, and live here too.
+
+Both watch each classifier's prequential errors for concept drift
+(``streammlp.drift``, a Page-Hinkley test per model) and publish a ``drift``
+event for each drift detected, named by the model's version at the row where
+it was detected.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import time
 import numpy as np
 
 from streammlp import protocol
+from streammlp.drift import DriftDetector, Drifts
 from streammlp.fleet import Fleet, RaceFleet
 from streammlp.network import MLP, InputError, Prequential, classify
 from streammlp.race import Race
@@ -27,6 +33,47 @@ PUBLISH_MODELS_PER_S = 1000
 MODELS_PAGE = 100  # models a `models` request lists by default ...
 MAX_MODELS_PAGE = 1000  # ... and at most
 SORTS = ("model", "samples", "accuracy", "ew_accuracy", "ew_loss")  # `models` sort keys
+RECENT_DRIFTS = 16  # versions of the latest drifts the `metrics` message carries
+
+
+class _Drift:
+    """Drift detection over the models' prequential errors, and its events.
+
+    Regression models (identity outputs) have no error stream of 0s and 1s and
+    are not watched.
+    """
+
+    def __init__(self, model, send, seen, keyed: bool) -> None:
+        self.send, self.keyed = send, keyed
+        self.detector = None if model.output == "identity" else DriftDetector(models=0)
+        if self.detector is not None:
+            self.detector.grow(len(seen), seen)
+            DriftDetector().update([0], [0])  # compiled now, not on the first sample
+        self.drifts = 0  # detected since the service started
+        self.recent: list[int] = []  # versions of the latest drifts (one model's)
+
+    def observe(self, result: Prequential, slots: np.ndarray | None, keys: list[str] | None,
+                undone: np.ndarray | None) -> None:
+        """Run the rows kept of a learned batch through the detector; an event per drift."""
+        if self.detector is None or not result.n:
+            return
+        if slots is not None:
+            if undone is not None:
+                slots = slots[~undone]
+            self.detector.grow(len(keys))
+        drifts: Drifts = self.detector.update(result.predicted, result.actual, slots)
+        for slot, version in zip(drifts.slots.tolist(), drifts.seen.tolist()):
+            extra = {} if keys is None else {"model": keys[slot]}
+            self.send(protocol.EVENTS, protocol.event_body(
+                "drift", version=version, detector="page_hinkley", **extra))
+            self.drifts += 1
+            self.recent = (self.recent + [version])[-RECENT_DRIFTS:]
+
+    def figures(self) -> dict:
+        """What the ``metrics`` message says of drift: how many since the service started, and
+        (one model) the versions of the latest; a keyed service's models are in the events."""
+        return ({"drifts": self.drifts} if self.keyed else
+                {"drifts": self.drifts, "drift_versions": list(self.recent)})
 
 
 class OneModel:
@@ -37,6 +84,7 @@ class OneModel:
 
     def __init__(self, net: MLP | Race, send) -> None:
         self.net, self.send = net, send
+        self.drift = _Drift(net, send, [net.samples], keyed=False)
 
     @property
     def model(self) -> MLP | Race:
@@ -61,6 +109,7 @@ class OneModel:
         saved = self.net.state()
         result = self.net.learn_checked(X, Y)
         if all(np.isfinite(m.params).all() for m in getattr(self.net, "members", [self.net])):
+            self.drift.observe(result, None, None, None)
             return result, None
         self.net = type(self.net).from_state(saved)
         return None, np.ones(len(X), dtype=bool)
@@ -106,6 +155,8 @@ class ManyModels:
         self.samples = fleet.totals()[0]
         self.changed: dict[int, None] = {}  # slots learned since their last publish, oldest first
         self._published_at = time.monotonic()
+        self.drift = _Drift(fleet.template, send, fleet.column("samples").astype(np.int64),
+                            keyed=True)
 
     @property
     def model(self) -> Fleet | RaceFleet:
@@ -141,6 +192,7 @@ class ManyModels:
         model that the batch leaves non-finite is restored (``FleetResult``)."""
         result = self.fleet.learn_checked(X, Y, slots)
         self.samples += result.n
+        self.drift.observe(result, slots, self.fleet.keys, result.undone)
         self.changed.update(dict.fromkeys(np.unique(slots).tolist()))
         return result, result.undone
 

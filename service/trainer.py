@@ -441,6 +441,7 @@ class Trainer:
             body["race"] = model.summary()  # every member's figures and the leader
         if self.models.keyed:
             body["models"] = len(model)
+        body.update(self.models.drift.figures())
         if self.source:
             body["source"] = {**self.source.status(), "applied": self.position}
         return body

@@ -111,9 +111,11 @@ def demo(args: argparse.Namespace) -> int:
         return 1
     print(f"final rolling accuracy {final['rolling_accuracy']:.1%} over the last "
           f"{final['window']:,} samples (chance {1 / task['classes']:.0%})")
-    if args.output != "-":
-        from .plot import learning_curve
+    from .plot import detected_drifts, learning_curve
 
+    detected = detected_drifts(history)
+    print("drift detected at " + (", ".join(f"{v:,}" for v in detected) or "no sample"))
+    if args.output != "-":
         try:
             learning_curve(history, args.output, title=title, drift_at=args.drift)
             print(f"learning curve: {args.output}")

@@ -21,7 +21,18 @@ def describe(m: dict, rate: float | None = None) -> str:
     return (f"{m['samples']:>10,} samples  {_figure(rate, ',.0f'):>9}/s  "
             f"accuracy {_figure(m['accuracy'], '.1%')} (rolling {_figure(m['rolling_accuracy'], '.1%')})  "
             f"loss {_figure(m['loss'], '.4f')} (rolling {_figure(m['rolling_loss'], '.4f')})"
-            + (f"  rejected {rejected:,}" if rejected else ""))
+            + (f"  rejected {rejected:,}" if rejected else "")
+            + (f"  drifts {drifts(m)}" if m.get("drifts") else ""))
+
+
+def drifts(m: dict) -> str:
+    """The drifts a ``metrics`` message reports: how many, and where the latest was.
+
+    >>> drifts({"drifts": 2, "drift_versions": [6106, 20417]})
+    '2 (latest at 20,417)'
+    """
+    latest = m.get("drift_versions") or []
+    return f"{m.get('drifts', 0):,}" + (f" (latest at {latest[-1]:,})" if latest else "")
 
 
 class LiveDisplay:
@@ -101,4 +112,6 @@ class LiveDisplay:
         table.add_row("rolling loss", _figure(m["rolling_loss"], ".4f"))
         rejected = m.get("rejected") or {}
         table.add_row("rejected", ", ".join(f"{k} {v:,}" for k, v in rejected.items()) or "0")
+        if "drifts" in m:
+            table.add_row("drifts detected", drifts(m))
         return table

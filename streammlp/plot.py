@@ -22,9 +22,23 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     return rows
 
 
+def detected_drifts(history: list[dict]) -> list[int]:
+    """The versions of every drift the service reported in a run of ``metrics`` messages
+    (each carries the latest few, so a drift is in several), in order.
+
+    >>> detected_drifts([{"drift_versions": [5]}, {}, {"drift_versions": [5, 9]}])
+    [5, 9]
+    """
+    return sorted({v for m in history for v in m.get("drift_versions", ())})
+
+
 def learning_curve(history: list[dict], path: str | os.PathLike, title: str = "",
                    drift_at: int | None = None) -> None:
     """Write a PNG of rolling and cumulative accuracy and loss against samples trained.
+
+    ``drift_at`` marks where the stream's concept was made to change (known to
+    the caller); the drifts the service detected (``drift_versions`` in the
+    messages) are marked too.
 
     Needs matplotlib (``pip install 'streammlp[demo]'``).
     """
@@ -52,9 +66,13 @@ def learning_curve(history: list[dict], path: str | os.PathLike, title: str = ""
     bottom.plot(samples, series("loss"), label="cumulative", alpha=0.7)
     bottom.set_ylabel("prequential loss")
     bottom.set_xlabel("samples trained")
+    detected = detected_drifts(history)
     for ax in (top, bottom):
         if drift_at is not None:
             ax.axvline(drift_at, color="red", linestyle="--", label="drift")
+        for k, version in enumerate(detected):
+            ax.axvline(version, color="darkorange", linestyle=":",
+                       label="drift detected" if k == 0 else None)
         ax.grid(alpha=0.3)
         ax.legend(loc="best")
     top.set_title(title)

@@ -67,6 +67,9 @@ def test_demo_learns_the_waveform_task_and_draws_its_curve(tmp_path):
     final = float(out.split("final rolling accuracy ")[1].split("%")[0]) / 100
     assert final > 0.5  # chance is 0.25; the default run reaches ~0.78
     assert "60,000 samples" in out
+    # The labels are permuted at 40,000: the service's detector says so, a few hundred rows on.
+    detected = [int(v.replace(",", "")) for v in out.split("drift detected at ")[1].split("\n")[0].split(", ")]
+    assert 40_000 < detected[0] <= 41_000 and all(v > 40_000 for v in detected)
     assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 10_000
 
 

@@ -15,7 +15,6 @@ it was detected.
 
 from __future__ import annotations
 
-import itertools
 import time
 
 import numpy as np
@@ -32,6 +31,7 @@ from streammlp.race import Race
 PUBLISH_MODELS_PER_S = 1000
 MODELS_PAGE = 100  # models a `models` request lists by default ...
 MAX_MODELS_PAGE = 1000  # ... and at most
+CLEAN = np.iinfo(np.int64).max  # a model not changed since its last publish
 SORTS = ("model", "samples", "accuracy", "ew_accuracy", "ew_loss")  # `models` sort keys
 RECENT_DRIFTS = 16  # versions of the latest drifts the `metrics` message carries
 
@@ -153,7 +153,9 @@ class ManyModels:
     def __init__(self, fleet: Fleet | RaceFleet, send) -> None:
         self.fleet, self.send = fleet, send
         self.samples = fleet.totals()[0]
-        self.changed: dict[int, None] = {}  # slots learned since their last publish, oldest first
+        # Per slot, the learn call that first changed it since its last publish (CLEAN: none).
+        self.changed_at = np.full(0, CLEAN, dtype=np.int64)
+        self._calls = 0
         self._published_at = time.monotonic()
         self.drift = _Drift(fleet.template, send, fleet.column("samples").astype(np.int64),
                             keyed=True)
@@ -169,10 +171,10 @@ class ManyModels:
     def place(self, keys: list[str | None], rows: np.ndarray) -> tuple[np.ndarray, dict[int, InputError]]:
         """The slot of every row of messages of ``keys`` and ``rows`` (models created as
         needed), and the messages refused: a new key when the fleet is full."""
-        slots, refused = [], {}
-        known = self.fleet.slots
-        for j, key in enumerate(keys):
-            key = protocol.DEFAULT_MODEL if key is None else key
+        known, refused = self.fleet.slots, {}
+        slots = [known.get(key, -1) for key in keys]  # -1: a new key, or None
+        for j in [j for j, slot in enumerate(slots) if slot < 0] if min(slots, default=0) < 0 else ():
+            key = protocol.DEFAULT_MODEL if keys[j] is None else keys[j]
             slot = known.get(key)
             if slot is None:
                 try:
@@ -181,9 +183,10 @@ class ManyModels:
                     refused[j] = e
                     continue
                 self._publish(slot)  # version 0: before any step
-            slots.append(slot)
+            slots[j] = slot
         if refused:
             rows = np.delete(rows, list(refused))
+            slots = [slot for j, slot in enumerate(slots) if j not in refused]
         return np.repeat(np.array(slots, dtype=np.int64), rows), refused
 
     def learn(self, X: np.ndarray, Y: np.ndarray, slots: np.ndarray
@@ -193,7 +196,12 @@ class ManyModels:
         result = self.fleet.learn_checked(X, Y, slots)
         self.samples += result.n
         self.drift.observe(result, slots, self.fleet.keys, result.undone)
-        self.changed.update(dict.fromkeys(np.unique(slots).tolist()))
+        if len(self.changed_at) < len(self.fleet.keys):  # room for the new models
+            grown = np.full(2 * len(self.fleet.keys), CLEAN, dtype=np.int64)
+            grown[:len(self.changed_at)] = self.changed_at
+            self.changed_at = grown
+        self.changed_at[slots] = np.minimum(self.changed_at[slots], self._calls)
+        self._calls += 1
         return result, result.undone
 
     def publish(self, changed: bool) -> None:
@@ -201,8 +209,11 @@ class ManyModels:
         now = time.monotonic()
         share = max(1, int(PUBLISH_MODELS_PER_S * (now - self._published_at)))
         self._published_at = now
-        for slot in list(itertools.islice(self.changed, share)):
-            del self.changed[slot]
+        waiting = np.flatnonzero(self.changed_at != CLEAN)
+        if len(waiting) > share:  # the longest waiting first
+            waiting = waiting[np.argsort(self.changed_at[waiting], kind="stable")[:share]]
+        self.changed_at[waiting] = CLEAN
+        for slot in waiting.tolist():
             self._publish(slot)
 
     def _publish(self, slot: int) -> None:

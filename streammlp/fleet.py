@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from . import kernels
-from .network import ACTIVATIONS, LOSSES, MLP, OUTPUTS, InputError, Prequential
+from .network import ACTIVATIONS, LOSSES, MLP, OUTPUTS, InputError, Prequential, initialise
 from .protocol import check_key
 from .race import Race
 
@@ -203,36 +203,27 @@ class Fleet(_Keys):
                 new[:len(old)] = old
                 setattr(self, name, new)
         s = n - 1
-        self.params[s] = MLP(**{**self.spec, "seed": model_seed(self.seed, key)}).params
+        self.params[s] = 0.0  # biases start at 0
+        initialise(self.view(s).weights, self.spec["init"], model_seed(self.seed, key))
         self.scalers[s] = 0.0
         self.samples[s] = self.correct_totals[s] = 0
         self.loss_totals[s] = 0.0
         self.ew_loss[s] = self.ew_accuracy[s] = np.nan
 
     def learn_checked(self, X: np.ndarray, Y: np.ndarray, slots: np.ndarray) -> FleetResult:
-        """:meth:`learn` for checked arrays and the rows' slots (int64, one per row).
-
-        The rows are trained model by model: grouped by a stable sort, so each
-        model's rows keep their order, and a model is fetched into cache once
-        per call rather than once per row. Models are independent, so every
-        model ends as if the rows had been taken as they came.
-        """
+        """:meth:`learn` for checked arrays and the rows' slots (int64, one per row), in one
+        compiled call (see ``kernels.fleet_learner``)."""
         w = self._work
-        order = np.argsort(slots, kind="stable")
-        grouped = slice(None) if (order[1:] > order[:-1]).all() else order  # already in order?
         n = len(X)
         sample_loss = np.empty(n)
         predicted, actual = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
         undone = np.empty(n, dtype=np.bool_)
         s_pre, s_post, delta = w._work
-        sse = self._fleet(self.params, self.scalers, self._shapes, slots[grouped], w.bias,
-                          w.params.dtype.type(w.lr), X[grouped], Y[grouped], s_pre, s_post, delta,
-                          sample_loss, predicted, actual, self.samples, self.loss_totals,
-                          self.correct_totals, self.ew_loss, self.ew_accuracy, 1.0 / self.window,
-                          w.params, w._scaler, undone)
-        if grouped is order:  # the figures back in the rows' order
-            for a in (sample_loss, predicted, actual, undone):
-                a[order] = a.copy()
+        sse = self._fleet(self.params, self.scalers, self._shapes, slots, w.bias,
+                          w.params.dtype.type(w.lr), X, Y, s_pre, s_post, delta, sample_loss,
+                          predicted, actual, self.samples, self.loss_totals, self.correct_totals,
+                          self.ew_loss, self.ew_accuracy, 1.0 / self.window, w.params, w._scaler,
+                          undone)
         return FleetResult.of(float(sse), sample_loss, predicted, actual, undone)
 
     def net(self, key: str) -> MLP:

@@ -65,6 +65,15 @@ class Prequential:
         return result
 
 
+def initialise(weights: Sequence[np.ndarray], init: str, seed: int | None) -> None:
+    """Draw the layers' ``weights`` in place from ``seed``: uniform in [-1, 1] (``uniform``,
+    the seed's) or in Glorot's range (``glorot``), layer after layer from one generator."""
+    rng = np.random.default_rng(seed)
+    for W in weights:
+        limit = 1.0 if init == "uniform" else np.sqrt(6.0 / (W.shape[0] + W.shape[1]))
+        W[...] = rng.uniform(-limit, limit, W.shape)
+
+
 class MLP:
     """A multilayer perceptron trained online: one exact gradient step per sample, in order.
 
@@ -153,10 +162,7 @@ class MLP:
             at += n_in * n_out
             self.biases.append(self.params[at:at + n_out])
             at += n_out
-        rng = np.random.default_rng(seed)
-        for W in self.weights:
-            limit = 1.0 if init == "uniform" else np.sqrt(6.0 / (W.shape[0] + W.shape[1]))
-            W[...] = rng.uniform(-limit, limit, W.shape)
+        initialise(self.weights, init, seed)
         # What the kernels take: tuples of the views, work buffers with a row per layer.
         self._Ws, self._bs = tuple(self.weights), tuple(self.biases)
         self._work = np.zeros((3, len(sizes), max(sizes)), dtype=dtype)  # s_pre, s_post, delta

@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
+import string
 import time
 from dataclasses import dataclass
 from typing import Iterator, NamedTuple
@@ -36,7 +37,10 @@ CONTROL_ENDPOINT = "tcp://127.0.0.1:5557"
 WEIGHTS, METRICS, EVENTS = b"weights", b"metrics", b"events"
 MAX_MESSAGE_BYTES = 64 << 20  # ZMQ_MAXMSGSIZE on every socket that takes input
 MAX_ROWS = 1 << 20  # samples in one message
-MODEL_KEY = re.compile(r"[A-Za-z0-9._-]{1,128}")  # what a model key may be
+KEY_CHARACTERS = string.ascii_letters + string.digits + "._-"
+MODEL_KEY = re.compile(f"[{re.escape(KEY_CHARACTERS)}]{{1,128}}")  # what a model key may be
+MAX_FIXSTR = 31  # the longest string msgpack writes with a one-byte header
+_KEY_BYTE = np.isin(np.arange(256), np.frombuffer(KEY_CHARACTERS.encode(), np.uint8))
 DEFAULT_MODEL = "default"  # the model of a message that names none, on a keyed service
 ARRAY_DTYPES = ("<f4", "<f8", "<i4", "<i8")
 EXACT_INT = 1 << 53  # integers up to this magnitude are exact as float64
@@ -300,7 +304,7 @@ class FrameTemplate:
         self.key_at = len(frame)
         model = self.message.model
         last = _MODEL_FIELD + msgpack.packb(model) if model else b""
-        if model and len(model) < 32 and frame.endswith(last) and len(frame) - len(last) >= ye:
+        if model and len(model) <= MAX_FIXSTR and frame.endswith(last) and len(frame) - len(last) >= ye:
             self.key_at = len(frame) - len(last) + len(_MODEL_FIELD)  # fixstr: a 1-byte header
         self.frame, self.size = np.frombuffer(frame, np.uint8), len(frame)
         self.fixed = [(0, xs), (xe, ys), (ye, self.key_at)]  # every byte outside the payloads
@@ -319,9 +323,11 @@ class FrameTemplate:
             starts = ends - lengths
             if (ends - starts <= self.key_at).any():
                 return None
-            rows = buffer[starts[:, None] + np.arange(self.key_at + 1)]  # up to the key's header
+            # Each frame up to its key's header, as rows of a window sliding over the drain.
+            window = np.lib.stride_tricks.sliding_window_view(buffer[:ends[-1]], self.key_at + 1)
+            rows = window[starts]
             key_lengths = rows[:, -1].astype(np.int64) - 0xa0  # fixstr: 0xa0 | length
-            if ((key_lengths < 1) | (key_lengths > 31)
+            if ((key_lengths < 1) | (key_lengths > MAX_FIXSTR)
                     | (ends - starts != self.key_at + 1 + key_lengths)).any():
                 return None
         if not all((rows[:, a:b] == self.frame[a:b]).all() for a, b in self.fixed):
@@ -334,11 +340,17 @@ class FrameTemplate:
             return None
         if self.key_at == self.size:
             return self.message._replace(x=x, y=y)
-        raw = bytes(data[:int(ends[-1])])
-        keys = tuple(raw[a:b].decode("ascii", "replace")
-                     for a, b in zip((starts + self.key_at + 1).tolist(), ends.tolist()))
-        if not all(MODEL_KEY.fullmatch(key) for key in keys):
+        # Every key byte one that MODEL_KEY takes: the last MAX_FIXSTR bytes of each frame, of
+        # which the last key-length are its key's.
+        if ends[0] < MAX_FIXSTR:
             return None
+        tails = np.lib.stride_tricks.sliding_window_view(buffer[:ends[-1]], MAX_FIXSTR)
+        in_key = np.arange(MAX_FIXSTR) >= MAX_FIXSTR - key_lengths[:, None]
+        if not (_KEY_BYTE[tails[ends - MAX_FIXSTR]] | ~in_key).all():
+            return None
+        firsts = starts + self.key_at + 1
+        text = buffer[:ends[-1]].tobytes().decode("latin-1")  # a character a byte; keys are ASCII
+        keys = tuple([text[a:b] for a, b in zip(firsts.tolist(), ends.tolist())])
         return self.message._replace(x=x, y=y, model=keys)
 
     def _stack(self, rows: np.ndarray, name: str) -> np.ndarray:

@@ -45,8 +45,10 @@ and ``W_l -= lr * gradient_l``.
 import functools
 
 import numpy as np
-from numba import njit
-from numba.extending import overload
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
 
 # Numba flags, in one place. fastmath stays off: the kernels must agree with
 # the plain NumPy reference to 1e-12, and input-major rows vectorise anyway.
@@ -65,6 +67,9 @@ SCALE_LIMIT = 1e144
 # Output layers of at most this many units sum their S_preA unit by unit, in a register;
 # wider ones input by input over contiguous rows, which LLVM vectorises (same sums, same order).
 UNIT_BY_UNIT = 4
+# How many rows ahead the fleet kernel asks for the next rows of its models, scattered over
+# the batch, while it copies one (1M rows of 16 inputs: ~0.2 us a row without, ~0.07 with).
+AHEAD = 16
 
 
 @njit(inline="always", **JIT)
@@ -602,6 +607,25 @@ def _layer_views_overload(row, shapes):
     return scope["views"]
 
 
+@intrinsic
+def _prefetch(typingctx, array, index):
+    """Ask the CPU to start loading ``array[index]`` (1-d) into cache, and go on: a hint
+    (LLVM's ``llvm.prefetch``), with no effect on any value."""
+    def codegen(context, builder, signature, args):
+        pointer = cgutils.get_item_pointer(context, builder, signature.args[0],
+                                           context.make_array(signature.args[0])(context, builder,
+                                                                                 args[0]),
+                                           [args[1]], wraparound=False)
+        i32 = ir.IntType(32)
+        prefetch = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [pointer.type, i32, i32, i32]),
+            "llvm.prefetch.p0")
+        builder.call(prefetch, [pointer, i32(0), i32(3), i32(1)])  # read, keep, data
+        return context.get_dummy_value()
+
+    return types.void(array, index), codegen
+
+
 @njit(**JIT)
 def group_by_model(slots, n_models):
     """The rows' indices grouped by model (a stable counting sort of ``slots``): each model's
@@ -670,6 +694,11 @@ def fleet_learner(hidden: int, output: int, loss: int, scale: bool, one_hidden: 
                 end += 1
             m = end - start
             for i in range(m):
+                # The rows are scattered over X: ask for the one AHEAD rows on while copying this.
+                ahead = order[min(start + i + AHEAD, len(order) - 1)]
+                _prefetch(X[ahead], 0)
+                _prefetch(X[ahead], X.shape[1] - 1)
+                _prefetch(Y[ahead], 0)
                 Xr[i] = X[order[start + i]]
                 Yr[i] = Y[order[start + i]]
             row, scaler = params[s], scalers[s]

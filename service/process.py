@@ -26,7 +26,9 @@ class ServiceProcess:
     """
 
     def __init__(self, *args: str, free_ports: bool = True) -> None:
-        ports = ["--ingest", ANY_PORT, "--publish", ANY_PORT, "--control", ANY_PORT] if free_ports else []
+        ports = ["--publish", ANY_PORT, "--control", ANY_PORT] if free_ports else []
+        if free_ports and "--source" not in args:  # (a stream is then the only input)
+            ports += ["--ingest", ANY_PORT]
         self.log = tempfile.NamedTemporaryFile("w+", prefix="streammlp-", suffix=".log", delete=False)
         self.proc = subprocess.Popen([sys.executable, "-m", "service", *ports, *args],
                                      stdout=subprocess.PIPE, stderr=self.log, text=True)

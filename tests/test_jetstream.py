@@ -5,7 +5,10 @@ store), stopped at the end; each test uses streams of its own. The oracle is
 ``MLP.learn`` (or one unsharded trainer) on the same rows in stream order.
 """
 
+import functools
+import shutil
 import socket
+import subprocess
 import time
 
 import msgpack
@@ -322,5 +325,58 @@ def test_options_are_checked_before_anything_starts(tmp_path):
                                "--from", "last")
     assert "I/N" in refused("--source", "nats://h:1", "--stream", "S", "--checkpoint", "c",
                             "--shard", "2/2")
+    assert "drop --ingest" in refused("--source", "nats://h:1", "--stream", "S", "--checkpoint", "c",
+                                      "--ingest", "tcp://127.0.0.1:5599")
     assert "goes with --source" in refused("--stream", "S")
     assert "--publish-kv goes with --source" in refused("--publish-kv", "W")
+
+
+def certificates(tmp_path) -> dict[str, str]:
+    """A CA, and a server (127.0.0.1) and a client certificate it signed: PEM files by name."""
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl command to make the test certificates")
+    names = {name: str(tmp_path / f"{name}.pem") for name in
+             ("ca", "ca-key", "server", "server-key", "client", "client-key")}
+    key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl = functools.partial(subprocess.run, check=True, capture_output=True, timeout=30)
+    openssl(["openssl", "req", "-x509", *key, "-keyout", names["ca-key"], "-out", names["ca"],
+             "-days", "1", "-subj", "/CN=streammlp test CA"])
+    for who, extension in (("server", "subjectAltName=IP:127.0.0.1"),
+                           ("client", "extendedKeyUsage=clientAuth")):
+        request = str(tmp_path / f"{who}.csr")
+        openssl(["openssl", "req", *key, "-keyout", names[f"{who}-key"], "-out", request,
+                 "-subj", f"/CN={who}"])
+        (tmp_path / f"{who}.ext").write_text(extension + "\n")
+        openssl(["openssl", "x509", "-req", "-in", request, "-CA", names["ca"], "-CAkey",
+                 names["ca-key"], "-CAcreateserial", "-out", names[who], "-days", "1",
+                 "-extfile", str(tmp_path / f"{who}.ext")])
+    return names
+
+
+def test_tls_with_a_client_certificate(tmp_path):
+    """A server that requires TLS and verifies clients: the service trains with the CA and its
+    certificate (--nats-tls-*), and says why it cannot read the stream without them."""
+    pem = certificates(tmp_path)
+    tls = ("--tlsverify", "--tlscert", pem["server"], "--tlskey", pem["server-key"],
+           "--tlscacert", pem["ca"])
+    X, y = rows(200)
+    with NatsServer(options=tls) as server:
+        trusted = Connection(server.url, tls_ca=pem["ca"], tls_cert=pem["client"],
+                             tls_key=pem["client-key"])
+        call(trusted, lambda js: ensure_stream(js, "TLS", 1, "tls"))
+        with StreamProducer(trusted, "tls.x") as producer:
+            producer.send(X, y)
+            assert producer.flush() == 1
+        client = ("--nats-tls-ca", pem["ca"], "--nats-tls-cert", pem["client"],
+                  "--nats-tls-key", pem["client-key"])
+        with serve(server.url, "TLS", tmp_path / "a.npz", *client) as s, \
+                Control(s.control, timeout=RECV_TIMEOUT) as c:
+            wait_for(c, lambda m: m["samples"] == 200, "trained over TLS")
+            assert_weights_of(c, X, y)
+        # The CA alone: the server refuses a client without a certificate.
+        with serve(server.url, "TLS", tmp_path / "b.npz", "--nats-tls-ca", pem["ca"]) as s, \
+                Control(s.control, timeout=RECV_TIMEOUT) as c:
+            stats = wait_for(c, lambda m: m["source"]["error"] is not None, "an error")
+            assert stats["samples"] == 0 and not stats["source"]["connected"]
+            assert "cannot reach NATS" in stats["source"]["error"]
+            assert "certificate required" in stats["source"]["error"]  # the server's reason

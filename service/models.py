@@ -43,14 +43,20 @@ class _Drift:
     are not watched.
     """
 
-    def __init__(self, model, send, seen, keyed: bool) -> None:
+    def __init__(self, model, send, seen, keyed: bool, saved: dict | None = None) -> None:
         self.send, self.keyed = send, keyed
-        self.detector = None if model.output == "identity" else DriftDetector(models=0)
-        if self.detector is not None:
-            self.detector.grow(len(seen), seen)
-            DriftDetector().update([0], [0])  # compiled now, not on the first sample
+        self.detector = None
         self.drifts = 0  # detected since the service started
         self.recent: list[int] = []  # versions of the latest drifts (one model's)
+        if model.output == "identity":
+            return
+        # Resumed, the test goes on from the checkpoint's statistics, as if never stopped.
+        self.detector = (DriftDetector.from_state(saved["detector"]) if saved
+                         else DriftDetector(models=0))
+        self.detector.grow(len(seen), np.asarray(seen)[len(self.detector.state):])
+        if saved:
+            self.recent = list(saved["recent"])
+        DriftDetector().update([0], [0])  # compiled now, not on the first sample
 
     def observe(self, result: Prequential, slots: np.ndarray | None, keys: list[str] | None,
                 undone: np.ndarray | None) -> None:
@@ -69,6 +75,12 @@ class _Drift:
             self.drifts += 1
             self.recent = (self.recent + [version])[-RECENT_DRIFTS:]
 
+    def state(self) -> dict | None:
+        """What a checkpoint keeps (None: nothing watched)."""
+        if self.detector is None:
+            return None
+        return {"detector": self.detector.state_dict(), "recent": list(self.recent)}
+
     def figures(self) -> dict:
         """What the ``metrics`` message says of drift: how many since the service started, and
         (one model) the versions of the latest; a keyed service's models are in the events."""
@@ -82,9 +94,9 @@ class OneModel:
 
     keyed = False
 
-    def __init__(self, net: MLP | Race, send) -> None:
+    def __init__(self, net: MLP | Race, send, drift: dict | None = None) -> None:
         self.net, self.send = net, send
-        self.drift = _Drift(net, send, [net.samples], keyed=False)
+        self.drift = _Drift(net, send, [net.samples], keyed=False, saved=drift)
 
     @property
     def model(self) -> MLP | Race:
@@ -150,7 +162,7 @@ class ManyModels:
 
     keyed = True
 
-    def __init__(self, fleet: Fleet | RaceFleet, send) -> None:
+    def __init__(self, fleet: Fleet | RaceFleet, send, drift: dict | None = None) -> None:
         self.fleet, self.send = fleet, send
         self.samples = fleet.totals()[0]
         # Per slot, the learn call that first changed it since its last publish (CLEAN: none).
@@ -158,7 +170,7 @@ class ManyModels:
         self._calls = 0
         self._published_at = time.monotonic()
         self.drift = _Drift(fleet.template, send, fleet.column("samples").astype(np.int64),
-                            keyed=True)
+                            keyed=True, saved=drift)
 
     @property
     def model(self) -> Fleet | RaceFleet:

@@ -149,7 +149,7 @@ def build(args: argparse.Namespace) -> Trainer:
     source = _source(args)
     position = _position(args, source, extra) if source else None
     return Trainer(net, config, rejected=extra.get("rejected"), producers=extra.get("producers"),
-                   source=source, position=position)
+                   source=source, position=position, drift=extra.get("drift"))
 
 
 def _source(args: argparse.Namespace):

@@ -64,15 +64,16 @@ class Trainer:
     ``rejected`` and ``producers`` are the rejection counts and acknowledged
     producers' sequence numbers of a resumed checkpoint; ``source`` a log to
     read instead of the ingest socket, ``position`` the last of its positions
-    applied (the checkpoint's; None: where the source's options say).
+    applied (the checkpoint's; None: where the source's options say); ``drift``
+    the drift detector's state of the checkpoint.
     """
 
     def __init__(self, model: MLP | Race | Fleet | RaceFleet, config: TrainerConfig = TrainerConfig(),
                  rejected: dict | None = None, producers: dict | None = None,
-                 source=None, position: int | None = None) -> None:
+                 source=None, position: int | None = None, drift: dict | None = None) -> None:
         self.config = config
-        self.models = (ManyModels(model, self._send) if isinstance(model, (Fleet, RaceFleet))
-                       else OneModel(model, self._send))
+        self.models = (ManyModels(model, self._send, drift) if isinstance(model, (Fleet, RaceFleet))
+                       else OneModel(model, self._send, drift))
         # The service's totals over every model: the `metrics` topic and `stats`.
         self.metrics = StreamMetrics(classes=max(2, model.n_outputs), window=config.window)
         self.metrics.samples, self.metrics.loss_total, self.metrics.correct_total = (
@@ -468,7 +469,8 @@ class Trainer:
         ``checkpoint_failed`` event, and nothing is acknowledged; the service
         keeps serving, and the timer tries again. True if the checkpoint is on disk.
         """
-        extra = {"rejected": self.rejected, "producers": self.ledger.handled}
+        extra = {"rejected": self.rejected, "producers": self.ledger.handled,
+                 "drift": self.models.drift.state()}
         if self.source:  # what the weights include of the log: a restart reads on after it
             extra["source"] = {**self.source.identity, "applied": self.position}
         try:

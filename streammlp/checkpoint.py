@@ -20,7 +20,8 @@ ZIP_MAGIC = b"PK\x03\x04"  # how an .npz (a zip archive) starts
 
 
 def write(path: str | os.PathLike, state: dict, extra: dict | None = None) -> None:
-    """Save ``state`` (and ``extra``, any JSON-able dict, under ``"extra"``) to ``path``.
+    """Save ``state`` (and ``extra``, a dict of JSON-able values and arrays, under ``"extra"``)
+    to ``path``.
 
     Atomic and durable: a temporary file is written and fsynced, renamed over
     ``path``, then the directory is fsynced, so that the rename itself survives a
@@ -28,8 +29,7 @@ def write(path: str | os.PathLike, state: dict, extra: dict | None = None) -> No
     one. ``OSError`` names ``path`` (not the temporary file) if it cannot be written.
     """
     arrays: dict[str, np.ndarray] = {}
-    meta = _split(state, arrays)
-    meta["extra"] = extra or {}
+    meta = _split({**state, "extra": extra or {}}, arrays)
     path = os.fspath(path)
     tmp = f"{path}.tmp"
     try:

@@ -125,3 +125,28 @@ def test_rows_undone_by_divergence_are_not_watched():
                       slots, keys, undone)
     assert expected and [(e["model"], e["version"]) for e in sent] == [("flips", v) for v in expected]
     assert drift.figures() == {"drifts": len(expected)}
+
+
+def test_a_resumed_service_detects_as_if_never_stopped(tmp_path):
+    """Stopped before the change and resumed from its checkpoint, a keyed service reports the
+    drift where an uninterrupted run does: the detector's statistics are checkpointed (a fresh
+    detector, started after the flip, sees a steady error rate and stays silent)."""
+    Xf, yf = flipping_stream(2)
+    expected = expected_drifts(MLP([3, 8, 1], lr=0.5, seed=model_seed(0, "flips")), Xf, yf)
+    assert expected and min(expected) > CHANGE
+    ckpt = ("--keyed", "--checkpoint", str(tmp_path / "m.npz"))
+    parts = (range(0, CHANGE, BATCH), range(CHANGE, len(Xf), BATCH))
+    found = []
+    for part, resume in zip(parts, ((), ("--resume",))):
+        with running_service(*ARGS, *ckpt, *resume) as s, \
+                Control(s.control, timeout=RECV_TIMEOUT) as control, \
+                Subscriber(s.publish, topics=("events",), timeout=RECV_TIMEOUT) as events:
+            time.sleep(0.2)
+            with Producer(s.ingest) as producer:
+                for start in part:
+                    producer.send(Xf[start:start + BATCH], yf[start:start + BATCH], model="flips")
+                    wait_for(control, start + BATCH)
+            if resume:
+                found = drift_events(events, len(expected))
+            assert s.stop() == 0  # the final checkpoint, with the detector's state
+    assert [(e["model"], e["version"]) for e in found] == [("flips", v) for v in expected]

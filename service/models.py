@@ -15,6 +15,7 @@ it was detected.
 
 from __future__ import annotations
 
+import copy
 import time
 
 import numpy as np
@@ -126,6 +127,13 @@ class OneModel:
         self.net = type(self.net).from_state(saved)
         return None, np.ones(len(X), dtype=bool)
 
+    def warm_up(self) -> None:
+        """Run the kernels once, on a copy."""
+        twin = copy.deepcopy(self.net)
+        X = np.zeros((1, twin.n_inputs))
+        twin.learn(X, np.zeros((1, twin.n_outputs)))
+        twin.predict(X)
+
     def publish(self, changed: bool) -> None:
         """Publish the weights if they ``changed`` since the last publish."""
         if changed:
@@ -215,6 +223,15 @@ class ManyModels:
         self.changed_at[slots] = np.minimum(self.changed_at[slots], self._calls)
         self._calls += 1
         return result, result.undone
+
+    def warm_up(self) -> None:
+        """Run the kernels once, on an empty fleet of the same template (not a copy of
+        this one, which may hold 100,000 models)."""
+        fleet = self.fleet
+        twin = (Fleet(fleet.template) if isinstance(fleet, Fleet) else RaceFleet(fleet.make_race))
+        X = np.zeros((1, twin.n_inputs))
+        twin.learn(["warm-up"], X, np.zeros((1, twin.n_outputs)))
+        twin.predict(0, X)
 
     def publish(self, changed: bool) -> None:
         """Publish this tick's share of the models that learned (``changed`` is per model here)."""

@@ -15,7 +15,6 @@ position applied, so a restart continues after it, exactly once.
 
 from __future__ import annotations
 
-import copy
 import functools
 import logging
 import math
@@ -145,19 +144,7 @@ class Trainer:
             self.endpoints[name] = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         # Compiled after the binds, so that a port in use is said at once, not after seconds of
         # compiling; before the loop, so that the first sample sees no compile pause.
-        self._warm_up()
-
-    def _warm_up(self) -> None:
-        """Compile the kernels on a copy, so the first real sample sees no compile pause."""
-        twin = copy.deepcopy(self.models.model)
-        X = np.zeros((1, twin.n_inputs))
-        Y = np.zeros((1, twin.n_outputs))
-        if isinstance(twin, (Fleet, RaceFleet)):
-            twin.learn(["warm-up"], X, Y)
-            twin.predict(0, X)
-        else:
-            twin.learn(X, Y)
-            twin.predict(X)
+        self.models.warm_up()  # compiled now: the first real sample sees no compile pause
 
     @property
     def version(self) -> int:

@@ -694,7 +694,8 @@ def fleet_learner(hidden: int, output: int, loss: int, scale: bool, one_hidden: 
                 end += 1
             m = end - start
             for i in range(m):
-                # The rows are scattered over X: ask for the one AHEAD rows on while copying this.
+                # A model's rows are scattered over X: while copying one, have the row
+                # AHEAD places on loaded.
                 ahead = order[min(start + i + AHEAD, len(order) - 1)]
                 _prefetch(X[ahead], 0)
                 _prefetch(X[ahead], X.shape[1] - 1)

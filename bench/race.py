@@ -7,8 +7,9 @@ Two parts, in one run:
   0.005, 0.01, 0.05) against one network of the race's widest kind trained
   alone (target: at least 0.8 x 1/K of its rate), against all K members
   trained alone one after another (the cost of racing them in one call), and
-  against the same race without its linear members (their cost). Whole batches sized to take about 0.3 s, timed in
-  ``--repeats`` rounds (one timing of each per round) after a warm-up; medians.
+  against the same race without its linear members (their cost). Whole batches
+  sized to take about 0.3 s, timed in ``--repeats`` rounds (one timing of each
+  per round) after a warm-up; medians.
 - **Accuracy.** Prequential accuracy (each sample predicted before it is
   learned) and wall time, with defaults and no per-stream tuning, on real
   streams that ship inside installed packages (River's Phishing, Bananas and

@@ -2,12 +2,14 @@
 
 Two parts, in one run:
 
-- **Speed.** Samples/s of ``Race.grid(inputs, classes)`` (K = 6 members:
-  learning rates 0.05, 0.2, 1 x hidden widths 8, 32) against one network of
-  the race's widest kind trained alone (target: at least 0.8 x 1/K of its
-  rate) and against all K members trained alone one after another (the cost
-  of racing them in one call). Whole batches sized to take about 0.3 s, timed in
-  ``--repeats`` rounds (one timing of each per round) after a warm-up; medians.
+- **Speed.** Samples/s of ``Race.grid(inputs, classes)`` (K = 9 members:
+  learning rates 0.05, 0.2, 1 x hidden widths 8, 32, and linear members at
+  0.005, 0.01, 0.05) against one network of the race's widest kind trained
+  alone (target: at least 0.8 x 1/K of its rate), against all K members
+  trained alone one after another (the cost of racing them in one call), and
+  against the same race without its linear members (their cost). Whole batches
+  sized to take about 0.3 s, timed in ``--repeats`` rounds (one timing of each
+  per round) after a warm-up; medians.
 - **Accuracy.** Prequential accuracy (each sample predicted before it is
   learned) and wall time, with defaults and no per-stream tuning, on real
   streams that ship inside installed packages (River's Phishing, Bananas and
@@ -46,7 +48,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from streammlp import MLP, Race, signals
-from streammlp.race import HIDDEN, LRS
+from streammlp.race import HIDDEN, LINEAR_LRS, LRS
 
 SPEED_SIZES = ((8, 2), (32, 4), (64, 10))  # (inputs, classes)
 SECONDS = 0.3  # target duration of one speed timing; --quick uses 0.05
@@ -152,19 +154,21 @@ def median_run(run: Callable[[], tuple[float, float]], runs: int) -> tuple[float
 
 def speed(target: float, repeats: int) -> None:
     print(f"Speed: samples/s, median of {repeats} rounds (Race.grid defaults: lr "
-          f"{', '.join(map(str, LRS))} x hidden {', '.join(map(str, HIDDEN))})")
+          f"{', '.join(map(str, LRS))} x hidden {', '.join(map(str, HIDDEN))}; linear lr "
+          f"{', '.join(map(str, LINEAR_LRS))})")
     print(f"{'net':>8} {'race/s':>10} {'one/s':>10} {'race x K / one':>15} {'members alone/s':>16} "
-          f"{'race / alone':>13}")
+          f"{'race / alone':>13} {'no linear/s':>12} {'race / no linear':>17}")
     for inputs, classes in SPEED_SIZES:
         outputs = outputs_of(classes)
         race = Race.grid(inputs, outputs, seed=0)
-        widest = copy.deepcopy(race.members[-1])  # the race's widest kind, at its highest lr
+        hidden_only = Race.grid(inputs, outputs, linear=(), seed=0)
+        widest = copy.deepcopy(max(race.members, key=lambda m: m.params.size))  # the widest kind
         alone = [copy.deepcopy(m) for m in race.members]
         runs = {"race": race.learn, "one": widest.learn,
-                "alone": lambda X, y: [m.learn(X, y) for m in alone]}
+                "alone": lambda X, y: [m.learn(X, y) for m in alone], "no linear": hidden_only.learn}
         rng = np.random.default_rng(0)
         # One batch per contender, sized to take about `target` seconds; then the timings
-        # in rounds (race, one, alone, race, ...), so a change of load hits all three alike.
+        # in rounds (race, one, alone, no linear, race, ...), so a change of load hits all alike.
         batches = {}
         for name, learn in runs.items():
             n = 64
@@ -184,14 +188,17 @@ def speed(target: float, repeats: int) -> None:
         K = len(race.members)
         scaled = [r * K / o for r, o in zip(rates["race"], rates["one"])]
         versus = [r / a for r, a in zip(rates["race"], rates["alone"])]
+        linear = [r / h for r, h in zip(rates["race"], rates["no linear"])]
         median = {name: statistics.median(v) for name, v in rates.items()}
         print(f"{inputs:>3}-*-{outputs:<2} {median['race']:>10,.0f} {median['one']:>10,.0f} "
               f"{statistics.median(scaled):>15.2f} {median['alone']:>16,.0f} "
-              f"{statistics.median(versus):>13.2f}")
+              f"{statistics.median(versus):>13.2f} {median['no linear']:>12,.0f} "
+              f"{statistics.median(linear):>17.2f}")
     print(f"race x K / one: the race's rate times its K = {K} members over one {max(HIDDEN)}-wide "
           "member's (target >= 0.8);\n"
           "race / alone: the race against its members trained alone one after another (1 = no cost of\n"
-          "racing). Ratios are medians of the rounds' ratios.\n")
+          "racing); race / no linear: against the same race without its linear members (their cost).\n"
+          "Ratios are medians of the rounds' ratios.\n")
 
 
 def seconds(learn: Callable[[np.ndarray, np.ndarray], object], X: np.ndarray, y: np.ndarray) -> float:

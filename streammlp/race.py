@@ -3,8 +3,9 @@
 Nobody knows the right learning rate or width of a stream in advance, and the
 kernels are fast enough to try several at once. Each member of a :class:`Race`
 takes one exact gradient step per sample, in order, exactly as it would alone;
-all of them are trained in one compiled call per batch. Each member's
-prequential loss and accuracy are kept over a decaying window, and the member
+the members of each depth are trained in one compiled call per batch (linear
+members, with no hidden layer, beside one-hidden-layer members: two calls). Each
+member's prequential loss and accuracy are kept over a decaying window, and the member
 with the best figures leads: it answers ``predict``, and its prediction of each
 sample, made before that sample is learned, is the race's prequential score.
 """
@@ -26,6 +27,12 @@ from .network import ACTIVATIONS, LOSSES, MLP, OUTPUTS, Prequential, _choose, re
 # at lr 3 led on 23 of 131,226 samples over bench/race.py's eight streams: pure cost.
 LRS = (0.05, 0.2, 1.0)
 HIDDEN = (8, 32)  # hidden widths of the default grid
+# Learning rates of the default grid's linear members (no hidden layer; one each). Strong on
+# nearly linear, noisy concepts: ranked by accuracy beside the hidden members, they took the
+# quality suite (bench/quality.py) from 15 to 17 of 21 streams, for 1.1-1.4x the race's time
+# per sample. Lower than LRS: a linear member is noisy at lr 0.2, and in regression (identity
+# output) diverged at 0.2 and up.
+LINEAR_LRS = (0.005, 0.01, 0.05)
 WINDOW = 1000  # samples in the decaying window that ranks the members
 BY = {"loss": kernels.BY_LOSS, "accuracy": kernels.BY_ACCURACY}
 # Threads a race trains its members in, by default: one per core this process may use. The
@@ -34,7 +41,7 @@ THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 
 # Below this many multiply-adds per batch (rows x parameters of every member), handing
 # work to another thread costs more than it saves (~20-50 us a handoff): train serially.
 PARALLEL_WORK = 2_000_000
-# What the members must share to run in one compiled loop (they may differ in width and lr).
+# What the members must share to run in one race (they may differ in depth, width and lr).
 SHARED = ("n_inputs", "n_outputs", "activation", "output", "loss", "bias", "dtype", "scale")
 
 
@@ -72,7 +79,7 @@ class Race:
     ----------
     members
         The networks. They must agree on inputs, outputs, activations, loss,
-        bias, dtype, input scaling and depth; widths, learning rates, seeds and
+        bias, dtype and input scaling; depths, widths, learning rates, seeds and
         initialisations may differ. The race trains them in place.
     window
         The members are ranked on their prequential figures over a decaying
@@ -90,7 +97,7 @@ class Race:
     Examples
     --------
     >>> import numpy as np
-    >>> race = Race.grid(3, 1, lrs=(0.1, 1.0), hidden=(4,), seed=0)
+    >>> race = Race.grid(3, 1, lrs=(0.1, 1.0), hidden=(4,), linear=(), by="loss", seed=0)
     >>> race
     Race(2 members, window=1000, by='loss', leader=0)
     >>> X = np.random.default_rng(1).uniform(-1, 1, (3000, 3))
@@ -112,10 +119,6 @@ class Race:
                     raise ValueError(f"member {k} has {name}={getattr(m, name)!r} and member 0 "
                                      f"{getattr(members[0], name)!r}; a race's members must agree "
                                      f"on {', '.join(SHARED)}")
-            if len(m.layers) != len(members[0].layers):
-                raise ValueError(f"member {k} has {len(m.layers) - 1} layers of weights and member 0 "
-                                 f"{len(members[0].layers) - 1}; a race's members must have the same "
-                                 "depth (widths may differ)")
             if any(m is other for other in members[:k]):
                 raise ValueError(f"member {k} appears twice; pass distinct networks (copy.deepcopy)")
         if int(window) != window or window < 1:
@@ -133,17 +136,25 @@ class Race:
         self._figures = np.zeros((2, len(members)))
         self._weight = 0.0
         first = members[0]
-        # What the race kernel takes: each member's own views, one entry per member.
-        self._Wss = tuple(m._Ws for m in members)
-        self._bss = tuple(m._bs for m in members)
-        self._scalers = tuple(m._scaler for m in members)
-        self._lrs = np.array([m.lr for m in members], dtype=first.dtype)
+        # A tuple's length is part of its Numba type, so the kernel takes the members of one
+        # depth at a time: per depth, its members (race indices) and their views.
+        depths = sorted({len(m.layers) for m in members})
+        self._depths = [np.array([k for k, m in enumerate(members) if len(m.layers) == d],
+                                 dtype=np.int64) for d in depths]
+        self._views = [(tuple(members[k]._Ws for k in ks), tuple(members[k]._bs for k in ks),
+                        tuple(members[k]._scaler for k in ks),
+                        np.array([members[k].lr for k in ks], dtype=first.dtype))
+                       for ks in self._depths]
+        self._scalers = tuple(m._scaler for m in members)  # every member's, for standardise_shared
         self._train = kernels.racer(ACTIVATIONS[first.activation], OUTPUTS[first.output],
                                     LOSSES[first.loss], first.scale is not None, first.dtype)
         # The members in groups of about equal work (parameters), largest first, one group per
         # thread; each group with its own work buffers. One group when training serially.
+        # A group's members of each depth, as indices into that depth's views: _plan[g][d].
         self._groups = _groups([m.params.size for m in members], min(self.threads, len(members)))
-        shape = (len(first.layers), max(max(m.layers) for m in members))
+        self._plan = [[np.flatnonzero(np.isin(ks, group)) for ks in self._depths]
+                      for group in self._groups]
+        shape = (max(depths), max(max(m.layers) for m in members))
         self._buffers = [tuple(np.zeros(shape, dtype=first.dtype) for _ in range(3))
                          for _ in self._groups]
         self._work = sum(m.params.size for m in members)  # multiply-adds per row, about
@@ -156,33 +167,44 @@ class Race:
 
     @classmethod
     def grid(cls, inputs: int, outputs: int, lrs: Sequence[float] = LRS,
-             hidden: Sequence[int | Sequence[int]] = HIDDEN, activation: str = "logistic",
+             hidden: Sequence[int | Sequence[int]] = HIDDEN,
+             linear: Sequence[float] = LINEAR_LRS, activation: str = "logistic",
              output: str | None = None, loss: str | None = None, scale: str | None = "standard",
              init: str = "glorot", bias: bool = True, seed: int | None = None,
-             dtype: str = "float64", window: int = WINDOW, by: str = "loss",
+             dtype: str = "float64", window: int = WINDOW, by: str | None = None,
              threads: int | None = None) -> "Race":
-        """A race of one member per hidden width and learning rate (widths outer, lrs inner).
+        """A race of one member per hidden width and learning rate (widths outer, lrs inner),
+        then one linear member (no hidden layer) per learning rate in ``linear``.
 
         ``hidden`` holds one width per member shape, or a sequence of widths
-        for deeper members. By default the members standardise their inputs and
-        are built for classification: ``softmax`` outputs with cross-entropy for
-        several outputs, ``logistic`` with cross-entropy for one (pass
-        ``output="identity", loss="sse"`` for regression).
+        for deeper members; ``linear=()`` leaves the linear members out. By
+        default the members standardise their inputs and are built for
+        classification: ``softmax`` outputs with cross-entropy for several
+        outputs, ``logistic`` with cross-entropy for one (pass
+        ``output="identity", loss="sse"`` for regression). ``by`` defaults to
+        ``accuracy`` for classification (``logistic`` or ``softmax`` outputs)
+        and ``loss`` for regression.
 
         Examples
         --------
         >>> race = Race.grid(64, 10)
-        >>> len(race.members), race.members[4]
-        (6, MLP([64, 32, 10], activation='logistic', output='softmax', loss='cross_entropy', lr=0.2, bias=True, dtype='float64', scale='standard'))
+        >>> len(race.members), race.by
+        (9, 'accuracy')
+        >>> race.members[4]
+        MLP([64, 32, 10], activation='logistic', output='softmax', loss='cross_entropy', lr=0.2, bias=True, dtype='float64', scale='standard')
+        >>> race.members[-1].layers, race.members[-1].lr
+        ([64, 10], 0.05)
         """
         if output is None:
             output = "softmax" if outputs > 1 else "logistic"
         if loss is None:
             loss = "cross_entropy" if output in ("softmax", "logistic") else "sse"
-        members = [MLP([inputs, *([h] if np.isscalar(h) else h), outputs], activation=activation,
-                       output=output, loss=loss, lr=lr, bias=bias, init=init, seed=seed,
-                       dtype=dtype, scale=scale)
-                   for h, lr in product(hidden, lrs)]
+        if by is None:
+            by = "accuracy" if output in ("softmax", "logistic") else "loss"
+        shapes = [([h] if np.isscalar(h) else list(h), lr) for h, lr in product(hidden, lrs)]
+        members = [MLP([inputs, *widths, outputs], activation=activation, output=output, loss=loss,
+                       lr=lr, bias=bias, init=init, seed=seed, dtype=dtype, scale=scale)
+                   for widths, lr in shapes + [([], lr) for lr in linear]]
         return cls(members, window=window, by=by, threads=threads)
 
     def __repr__(self) -> str:
@@ -273,10 +295,24 @@ class Race:
         else:
             Z, shared = X, np.zeros(K, dtype=np.bool_)
 
+        # Each depth's records: the race's own arrays when every member has that depth; else
+        # arrays of its own, copied into the race's rows after training.
+        if len(self._depths) == 1:
+            records = [(sample_loss, sample_sse, predicted, totals)]
+        else:
+            records = [(np.empty((len(ks), n)), np.empty((len(ks), n)),
+                        np.empty((len(ks), n), dtype=np.int64), np.empty((1, len(ks))))
+                       for ks in self._depths]
+        depth_counts = [counts[ks] for ks in self._depths]
+        depth_shared = [shared[ks] for ks in self._depths]
+
         def train(group: int, actual: np.ndarray) -> None:
-            self._train(self._groups[group], self._Wss, self._bss, self.members[0].bias, self._lrs,
-                        X, Z, Y, self._scalers, counts, shared, *self._buffers[group],
-                        sample_loss, sample_sse, predicted, actual, totals)
+            for d, which in enumerate(self._plan[group]):
+                if len(which):  # one compiled call for the group's members of this depth
+                    Wss, bss, scalers, lrs = self._views[d]
+                    self._train(which, Wss, bss, self.members[0].bias, lrs, X, Z, Y, scalers,
+                                depth_counts[d], depth_shared[d], *self._buffers[group],
+                                *records[d][:3], actual, records[d][3])
 
         if len(self._groups) > 1 and n * self._work >= PARALLEL_WORK:
             if self._pool is None:
@@ -290,6 +326,10 @@ class Race:
         else:
             for group in range(len(self._groups)):
                 train(group, actual)
+        if len(self._depths) > 1:
+            for ks, (loss_d, sse_d, predicted_d, totals_d) in zip(self._depths, records):
+                sample_loss[ks], sample_sse[ks], predicted[ks] = loss_d, sse_d, predicted_d
+                totals[0, ks] = totals_d[0]
         self._weight, leader = kernels.rank(sample_loss, sample_sse, predicted, actual,
                                             self._figures, self._weight, 1.0 / self.window,
                                             self.leader, BY[self.by], leaders, race_loss,

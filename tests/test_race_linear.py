@@ -1,0 +1,147 @@
+"""A race of members of different depths: linear members (no hidden layer) beside hidden ones.
+
+Each member must end exactly as ``MLP.learn`` on the same rows leaves it alone, whatever
+the depths around it and however the members are shared out over threads; the ranking
+must cover every member.
+"""
+
+import copy
+
+import numpy as np
+import pytest
+
+import streammlp.race as race_module
+from streammlp import MLP, Race, read
+from streammlp.race import HIDDEN, LINEAR_LRS, LRS
+
+
+def batches(n, sizes=(1, 7, 64, 300)):
+    """Split ``range(n)`` into consecutive slices of cycling sizes."""
+    start, i = 0, 0
+    while start < n:
+        yield slice(start, min(n, start + sizes[i % len(sizes)]))
+        start += sizes[i % len(sizes)]
+        i += 1
+
+
+def mixed(dtype, scale, outputs=3):
+    """Members of three depths, interleaved, with their own learning rates and seeds."""
+    net = dict(output="softmax" if outputs > 1 else "logistic", loss="cross_entropy",
+               init="glorot", dtype=dtype, scale=scale)
+    return [MLP([5, outputs], lr=0.05, seed=0, **net),
+            MLP([5, 8, outputs], lr=0.2, seed=1, **net),
+            MLP([5, 6, 4, outputs], lr=0.3, seed=2, **net),
+            MLP([5, outputs], lr=1.0, seed=3, **net),
+            MLP([5, 16, outputs], lr=0.05, seed=4, **net)]
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("scale", [None, "standard"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_members_of_every_depth_learn_exactly_as_alone(dtype, scale, threads, rng, monkeypatch):
+    monkeypatch.setattr(race_module, "PARALLEL_WORK", 1)  # share out every batch over the threads
+    race = Race(mixed(dtype, scale), threads=threads)
+    alone = [copy.deepcopy(m) for m in race.members]
+    X = rng.normal(size=(1500, 5)) * [1, 10, 0.1, 1, 100]
+    y = rng.integers(0, 3, 1500)
+    for rows in batches(len(X)):
+        result = race.learn(X[rows], y[rows])
+        for k, net in enumerate(alone):
+            own = net.learn(X[rows], y[rows])
+            member = result.member(k)
+            assert np.array_equal(member.sample_loss, own.sample_loss)
+            assert np.array_equal(member.predicted, own.predicted)
+            assert member.correct == own.correct and member.sse == pytest.approx(own.sse, rel=1e-12)
+    for member, net in zip(race.members, alone):  # the same bits
+        assert member.params.dtype == np.dtype(dtype)
+        assert np.array_equal(member.params, net.params)
+        assert member.samples == net.samples == 1500 and member.correct_total == net.correct_total
+        assert np.array_equal(member._scaler, net._scaler) and member.scaler_count == net.scaler_count
+
+
+def windowed(values, window):
+    """Means of ``values[:t]`` weighted ``(1 - 1/window)**age``, for every t: a batch recomputation."""
+    decay = 1.0 - 1.0 / window
+    out = np.full((len(values) + 1,) + values.shape[1:], np.nan)
+    for t in range(1, len(values) + 1):
+        w = decay ** np.arange(t - 1, -1, -1)
+        out[t] = w @ values[:t] / w.sum()
+    return out
+
+
+@pytest.mark.parametrize("by", ["loss", "accuracy"])
+def test_every_member_of_every_depth_is_ranked(by, rng):
+    window = 50
+    race = Race(mixed("float64", "standard", outputs=1), window=window, by=by)
+    X = rng.uniform(-1, 1, (900, 5))
+    y = ((X[:, 0] + 0.5 * X[:, 1] + 0.3 * rng.normal(size=900)) >= 0).astype(int)
+    results = [race.learn(X[rows], y[rows]) for rows in batches(len(X))]
+    member_loss = np.concatenate([r.member_sample_loss for r in results], axis=1).T  # (n, members)
+    member_hit = np.concatenate([r.member_predicted == r.actual for r in results], axis=1).T
+    leaders = np.concatenate([r.leaders for r in results])
+    loss, accuracy = windowed(member_loss, window), windowed(member_hit.astype(float), window)
+    np.testing.assert_allclose(race.ew_loss, loss[-1], rtol=1e-9)
+    np.testing.assert_allclose(race.ew_accuracy, accuracy[-1], rtol=1e-9)
+    leading = np.append(leaders, race.leader)  # leading[t]: the leader after t rows
+    key = loss if by == "loss" else np.stack([-accuracy, loss], axis=-1)
+    for t in range(1, len(X) + 1):
+        best = min(range(key.shape[1]), key=lambda k: tuple(np.atleast_1d(key[t, k])))
+        assert np.allclose(key[t, leading[t]], key[t, best], rtol=1e-9, atol=0), t
+    race_loss = np.concatenate([r.sample_loss for r in results])
+    assert np.array_equal(race_loss, member_loss[np.arange(len(X)), leaders])
+    # Members of both depths led at some point: the ranking crosses depths.
+    assert {len(race.members[k].layers) for k in set(leading.tolist())} >= {2, 3}
+
+
+def test_the_default_grid_has_linear_members_and_ranks_classification_by_accuracy():
+    race = Race.grid(6, 3, seed=0)
+    hidden = [(m.layers, m.lr) for m in race.members[:-len(LINEAR_LRS)]]
+    assert hidden == [([6, h, 3], lr) for h in HIDDEN for lr in LRS]
+    assert [(m.layers, m.lr) for m in race.members[-len(LINEAR_LRS):]] == [([6, 3], lr)
+                                                                          for lr in LINEAR_LRS]
+    assert race.by == "accuracy" and all(m.scale == "standard" for m in race.members)
+    regression = Race.grid(6, 1, output="identity", loss="sse", seed=0)
+    assert regression.by == "loss" and regression.members[-1].layers == [6, 1]
+    assert regression.members[-1].output == "identity"
+    assert len(Race.grid(6, 3, linear=()).members) == len(HIDDEN) * len(LRS)
+    assert Race.grid(6, 3, by="loss").by == "loss"
+    only_linear = Race.grid(6, 2, hidden=(), linear=(0.1, 0.3))
+    assert [m.layers for m in only_linear.members] == [[6, 2], [6, 2]]
+
+
+def linear_stream(n, d, seed):
+    """A noisy linear concept on ``d`` features: where a linear member should lead."""
+    r = np.random.default_rng(seed)
+    w = r.normal(size=d)
+    X = r.normal(size=(n, d))
+    return X, (X @ w + r.normal(size=n) >= 0).astype(int)
+
+
+def test_a_linear_member_leads_the_default_race_on_a_noisy_linear_concept():
+    X, y = linear_stream(20_000, 20, 4)
+    race = Race.grid(20, 1, seed=0)
+    result = race.learn(X, y)
+    assert race.leader_net.layers == [20, 1]
+    assert np.mean([len(race.members[k].layers) == 2 for k in result.leaders[10_000:]]) > 0.9
+    # The race serves its leader, linear or not.
+    assert np.array_equal(race.predict(X[:20]), race.leader_net.predict(X[:20]))
+    assert race.weights[0].shape == (20, 1) and len(race.weights) == 1
+
+
+def test_a_mixed_race_saves_reads_and_copies_and_goes_on_identically(tmp_path, rng):
+    race = Race.grid(3, 3, lrs=(0.1, 1.0), hidden=(4, (5, 3)), linear=(0.01, 0.05), seed=3,
+                     window=100)
+    X, y = rng.uniform(-1, 1, (800, 3)) * [1, 1e3, 1], rng.integers(0, 3, 800)
+    race.learn(X[:300], y[:300])
+    race.save(tmp_path / "race.npz")
+    loaded = read(tmp_path / "race.npz")[0]
+    assert Race.load(tmp_path / "race.npz").spec() == race.spec() == loaded.spec()
+    assert [m.layers for m in loaded.members] == [[3, 4, 3]] * 2 + [[3, 5, 3, 3]] * 2 + [[3, 3]] * 2
+    twin = copy.deepcopy(race)
+    assert loaded.summary() == race.summary() == twin.summary()
+    results = [r.learn(X[300:], y[300:]) for r in (race, loaded, twin)]
+    for other, result in zip((loaded, twin), results[1:]):
+        assert other.leader == race.leader and np.array_equal(other.ew_loss, race.ew_loss)
+        assert np.array_equal(result.leaders, results[0].leaders)
+        for a, b in zip(race.members, other.members):
+            assert np.array_equal(a.params, b.params) and np.array_equal(a._scaler, b._scaler)

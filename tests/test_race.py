@@ -35,7 +35,7 @@ def test_each_member_learns_exactly_as_it_would_alone(scale, dtype, hidden, rng)
             assert np.array_equal(member.sample_loss, own.sample_loss)
             assert np.array_equal(member.predicted, own.predicted)
             assert member.correct == own.correct and member.sse == pytest.approx(own.sse, rel=1e-12)
-    assert len(race.members) == 6
+    assert len(race.members) == 9  # 6 with a hidden layer, 3 linear: two depths, each exact
     for member, net in zip(race.members, alone):  # the same bits (1e-12 is the bar)
         assert np.array_equal(member.params, net.params)
         assert member.samples == net.samples == 1500 and member.correct_total == net.correct_total
@@ -55,7 +55,7 @@ def test_threads_give_the_serial_race_bit_for_bit(scale, rng, monkeypatch):
     serial = Race.grid(5, 3, **grid, threads=1)
     parallel = Race.grid(5, 3, **grid, threads=3)
     assert serial.threads == 1 and len(parallel._groups) == 3
-    assert sorted(np.concatenate(parallel._groups).tolist()) == list(range(6))
+    assert sorted(np.concatenate(parallel._groups).tolist()) == list(range(len(parallel.members)))
     for rows in batches(len(X), rng, sizes=(1, 300, 7, 900)):
         a, b = serial.learn(X[rows], y[rows]), parallel.learn(X[rows], y[rows])
         assert np.array_equal(a.member_sample_loss, b.member_sample_loss)
@@ -147,7 +147,7 @@ def rotating_after_noise(n, seed):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_the_leader_changes_when_the_best_learning_rate_does(seed):
     X, y = rotating_after_noise(10_000, seed)
-    race = Race.grid(2, 1, lrs=(0.05, 1.0), hidden=(8,), window=500, seed=seed)
+    race = Race.grid(2, 1, lrs=(0.05, 1.0), hidden=(8,), linear=(), window=500, seed=seed)
     calm = race.learn(X[:10_000], y[:10_000])
     assert race.leader == 0 and np.mean(calm.leaders[5000:] == 0) > 0.9
     turning = race.learn(X[10_000:], y[10_000:])
@@ -183,8 +183,9 @@ def test_summary_is_plain_json(rng):
     race.learn(rng.uniform(-1, 1, (100, 3)), rng.integers(0, 2, 100))
     summary = json.loads(json.dumps(race.summary()))
     assert summary["leader"] == race.leader and summary["samples"] == 100
-    assert [m["lr"] for m in summary["members"]] == [0.05, 0.2, 1.0] * 2
-    assert [m["layers"] for m in summary["members"]] == [[3, 8, 1]] * 3 + [[3, 32, 1]] * 3
+    assert [m["lr"] for m in summary["members"]] == [0.05, 0.2, 1.0] * 2 + [0.005, 0.01, 0.05]
+    assert [m["layers"] for m in summary["members"]] == ([[3, 8, 1]] * 3 + [[3, 32, 1]] * 3
+                                                          + [[3, 1]] * 3)
     assert set(summary["members"][0]) == {"member", "layers", "lr", "ew_loss", "ew_accuracy",
                                           "loss", "accuracy"}
 
@@ -203,7 +204,6 @@ def test_bad_input_raises_before_any_update(rng):
 
 @pytest.mark.parametrize("members,kwargs,message", [
     ([], {}, "non-empty sequence of MLP"),
-    ([MLP([3, 4, 1]), MLP([3, 4, 4, 1])], {}, "member 1 has 3 layers of weights and member 0 2"),
     ([MLP([3, 4, 1]), MLP([2, 4, 1])], {}, "member 1 has n_inputs=2 and member 0 3"),
     ([MLP([3, 4, 1]), MLP([3, 4, 1], activation="tanh")], {}, "activation='tanh'"),
     ([MLP([3, 4, 1]), MLP([3, 4, 1], scale="standard")], {}, "scale='standard'"),

@@ -124,6 +124,9 @@ class Race:
         if int(window) != window or window < 1:
             raise ValueError(f"window={window}; expected a positive whole number of samples")
         _choose("by", by, BY)
+        # A choice of threads travels with the race (its state, so copies and checkpoints);
+        # the default stays one per core of whichever machine runs it.
+        self._threads_chosen = threads
         threads = THREADS if threads is None else threads
         if int(threads) != threads or threads < 1:
             raise ValueError(f"threads={threads}; expected a positive whole number (None: one per "
@@ -397,15 +400,15 @@ class Race:
     def state(self) -> dict:
         """Everything needed to continue exactly: every member's state, the window's figures, the leader."""
         return dict(kind="race", members=[m.state() for m in self.members], window=self.window,
-                    by=self.by, leader=self.leader, weight=self._weight,
-                    figures=self._figures.copy(), samples=self.samples, sse_total=self.sse_total,
+                    by=self.by, threads=self._threads_chosen, leader=self.leader,
+                    weight=self._weight, figures=self._figures.copy(), samples=self.samples, sse_total=self.sse_total,
                     loss_total=self.loss_total, correct_total=self.correct_total)
 
     @classmethod
     def from_state(cls, state: dict) -> "Race":
         """Rebuild a race from :meth:`state`."""
         race = cls([MLP.from_state(s) for s in state["members"]], window=state["window"],
-                   by=state["by"])
+                   by=state["by"], threads=state.get("threads"))
         figures = np.asarray(state["figures"], dtype=np.float64)
         if figures.shape != race._figures.shape:
             raise ValueError(f"figures of shape {figures.shape} do not fit a race of "

@@ -145,3 +145,13 @@ def test_a_mixed_race_saves_reads_and_copies_and_goes_on_identically(tmp_path, r
         assert np.array_equal(result.leaders, results[0].leaders)
         for a, b in zip(race.members, other.members):
             assert np.array_equal(a.params, b.params) and np.array_equal(a._scaler, b._scaler)
+
+
+def test_a_choice_of_threads_survives_copies_and_checkpoints(tmp_path):
+    """An explicit ``threads`` is part of the race's state; the default stays per machine."""
+    threads = race_module.THREADS + 1  # not this machine's default
+    chosen = Race.grid(3, 1, hidden=(4,), threads=threads, seed=0)
+    assert copy.deepcopy(chosen).threads == threads
+    chosen.save(tmp_path / "race.npz")
+    assert Race.load(tmp_path / "race.npz").threads == threads
+    assert copy.deepcopy(Race.grid(3, 1, hidden=(4,), seed=0)).threads == race_module.THREADS

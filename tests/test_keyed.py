@@ -9,7 +9,7 @@ from streammlp import MLP, Race
 from streammlp.client import ALL_MODELS, Control, Producer, ServiceError, Subscriber
 from streammlp.fleet import Fleet, RaceFleet, model_seed
 from streammlp.protocol import encode_samples
-from conftest import running_service
+from conftest import CLASSIFIER, SEED_CODES, running_service
 
 RECV_TIMEOUT = 10.0
 SEED = 3
@@ -219,11 +219,16 @@ def test_a_race_per_key(rng):
                 np.testing.assert_allclose(theirs, mine, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("scale", [None, "standard"])
-def test_fleet_in_process_equals_each_model_alone(rng, dtype, scale):
-    template = MLP([5, 7, 3, 2], lr=0.3, seed=1, dtype=dtype, scale=scale, activation="tanh",
-                   output="softmax", loss="cross_entropy")
+# Scaling, dtype and depth pairwise (the services above train float64 fleets of one hidden layer,
+# with and without scaling, against MLP alone): each fleet kernel compiles for ~10 s, and these
+# take the codes and kernels the race tests compile too.
+@pytest.mark.parametrize("layers,codes,scale,dtype", [
+    ([5, 7, 3, 2], CLASSIFIER, None, "float32"),
+    ([5, 7, 3, 2], CLASSIFIER, "standard", "float64"),
+    ([5, 7, 2], SEED_CODES, "standard", "float32"),
+], ids=["2-None-float32", "2-standard-float64", "1-standard-float32"])
+def test_fleet_in_process_equals_each_model_alone(rng, layers, codes, scale, dtype):
+    template = MLP(layers, lr=0.3, seed=1, dtype=dtype, scale=scale, **codes)
     fleet = Fleet(template, seed=9)
     keys = [f"k{i}" for i in rng.integers(0, 7, 700)]
     X = rng.normal(size=(700, 5))

@@ -10,16 +10,17 @@ from streammlp import MLP, reference
 from conftest import CLASSIFIER
 
 # The oracle cases: (depth, activation, output, loss), depth counting weight layers. Each
-# distinct combination compiles its own kernel (~10 s on a cold cache), so they are chosen
-# pairwise, not as a full product: depth 2 (one hidden layer, ``_learn_rows_one_hidden``) and
-# depth 3 (the loop over layers, ``_learn_rows``) each take every hidden activation and every
-# (output, loss) pair once, partnered differently at the two depths; depth 1 (no hidden layer)
-# takes the default, its output layer being the same code as depth 3's.
+# distinct combination compiles its own kernel (~10 s on a cold cache), so there is no full
+# product. Depth 2 (one hidden layer: ``_learn_rows_one_hidden``, where the output layer is
+# written out) takes every hidden activation and every (output, loss) pair. Depth 3 (the loop
+# over layers, ``_learn_rows``) takes a hidden derivative read from S_postA (logistic) and one
+# read from S_preA (relu), with a single output and with softmax; its output layer is the
+# shared ``_output_error`` that depth 2 checks for every pair. Depth 1 (no hidden layer) takes
+# the default. The hypothesis test below draws any depth in float32 and float64.
 CASES = [(1, "logistic", "logistic", "sse"),
          (2, "logistic", "logistic", "sse"), (2, "tanh", "softmax", "cross_entropy"),
          (2, "relu", "logistic", "cross_entropy"), (2, "identity", "identity", "sse"),
-         (3, "logistic", "logistic", "sse"), (3, "tanh", "identity", "sse"),
-         (3, "relu", "softmax", "cross_entropy"), (3, "identity", "logistic", "cross_entropy")]
+         (3, "logistic", "logistic", "sse"), (3, "relu", "softmax", "cross_entropy")]
 
 
 def make(depth, activation="logistic", output="logistic", loss="sse", bias=True, dtype="float64",
@@ -156,7 +157,8 @@ def test_weights_are_views_into_one_buffer():
 
 
 def test_save_load_round_trip_continues_identically(tmp_path, rng):
-    net = MLP([3, 5, 4, 2], **CLASSIFIER, lr=0.05, seed=9, dtype="float32")
+    # Two hidden layers, float32 and scaling: the kernel the race and fleet tests compile too.
+    net = MLP([3, 5, 4, 2], **CLASSIFIER, lr=0.05, seed=9, dtype="float32", scale="standard")
     X, labels = rng.uniform(-1, 1, (500, 3)), rng.integers(0, 2, 500)
     net.learn(X[:200], labels[:200])
     net.save(tmp_path / "net.npz")

@@ -246,14 +246,14 @@ def test_fleet_in_process_equals_each_model_alone(rng):
 
 
 def test_race_fleet_in_process_equals_each_race_alone(rng):
-    fleet = RaceFleet(lambda seed: Race.grid(3, 1, lrs=(0.1, 1.0), hidden=(4,), seed=seed), seed=2)
+    fleet = RaceFleet(lambda seed: Race.grid(3, 1, seed=seed), seed=2)  # the keyed service's races
     keys = [f"k{i}" for i in rng.integers(0, 3, 90)]
     X = rng.normal(size=(90, 3))
     y = (X[:, 0] > 0).astype(float)
     fleet.learn(keys, X, y)
     for key in set(keys):
         rows = [i for i, k in enumerate(keys) if k == key]
-        race = Race.grid(3, 1, lrs=(0.1, 1.0), hidden=(4,), seed=model_seed(2, key))
+        race = Race.grid(3, 1, seed=model_seed(2, key))
         race.learn(X[rows], y[rows])
         for mine, theirs in zip(fleet.net(key).members, race.members):
             np.testing.assert_array_equal(mine.params, theirs.params)

@@ -162,11 +162,13 @@ def rotating_after_noise(n, seed):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_the_leader_changes_when_the_best_learning_rate_does(seed):
     X, y = rotating_after_noise(10_000, seed)
-    race = Race.grid(2, 1, lrs=(0.05, 1.0), hidden=(8,), window=500, seed=seed)
+    # Three widths of each learning rate: six members, as the race kernel the other tests compile.
+    race = Race.grid(2, 1, lrs=(0.05, 1.0), hidden=(8, 12, 16), window=500, seed=seed)
+    lr = np.array([m.lr for m in race.members])
     calm = race.learn(X[:10_000], y[:10_000])
-    assert race.leader == 0 and np.mean(calm.leaders[5000:] == 0) > 0.9
+    assert lr[race.leader] == 0.05 and np.mean(lr[calm.leaders[5000:]] == 0.05) > 0.9
     turning = race.learn(X[10_000:], y[10_000:])
-    assert race.leader == 1 and np.mean(turning.leaders[5000:] == 1) > 0.9
+    assert lr[race.leader] == 1.0 and np.mean(lr[turning.leaders[5000:]] == 1.0) > 0.9
 
 
 def test_save_read_and_deepcopy_continue_identically(tmp_path, rng):

@@ -20,10 +20,11 @@ def batches(n, rng, sizes=(1, 7, 64, 300)):
         i += 1
 
 
-# Not the full product of scaling, dtype and depth: each compiles a race kernel and a network
-# kernel (~10 s each, cold), and in the race kernel they are types and one branch (scaling,
-# which the own-history test below takes both ways). The two one-hidden-layer float64 races
-# are the threads test's; the third takes float32, two hidden layers and scaling together.
+# Not the full product of scaling, dtype and depth: each combination compiles a race kernel and
+# a network kernel (~10 s each, cold), and in the race kernel dtype and depth are types, scaling
+# one branch (the shared standardised rows or a member's own statistics: the own-history test
+# below takes both). The two one-hidden-layer float64 races are the threads test's kernels; the
+# third takes float32, two hidden layers and scaling together.
 ONE_HIDDEN, TWO_HIDDEN = (8, 32), ((6, 4), (3, 9))
 
 

@@ -9,6 +9,14 @@ def rng():
     return np.random.default_rng(12345)
 
 
+# Numba compiles a kernel per (activation, output, loss, scaling, dtype, one hidden layer or
+# more), ~10 s each on a cold cache. A test that needs "some network" of a kind takes the codes
+# the rest of the suite compiles anyway: the seed's (MLP's and the service's defaults), or these
+# for classes (the adapters' default for three or more).
+SEED_CODES = dict(activation="logistic", output="logistic", loss="sse")
+CLASSIFIER = dict(activation="tanh", output="softmax", loss="cross_entropy")
+
+
 def seed_stream(n: int, seed: int = 0):
     """The seed's kind of data: 3-D points in [-1, 1], class 1 when the first coordinate >= 0."""
     r = np.random.default_rng(seed)

@@ -56,16 +56,17 @@ def sklearn():
     return pytest.importorskip("sklearn", minversion="1.6")
 
 
-@pytest.mark.parametrize("classes,loss,dtype", [
-    ([0, 1], "sse", "float64"),                           # one logistic output
-    (["b", "a", "c"], "sse", "float64"),                  # three logistic outputs
-    ([10, -3, 7], "cross_entropy", "float64"),            # softmax, non-contiguous int labels
-    (["no", "yes"], "sse", "float32"),
+# The activations make kernels other tests compile: the seed's codes, conftest.CLASSIFIER's.
+@pytest.mark.parametrize("classes,loss,dtype,activation", [
+    ([0, 1], "sse", "float64", "logistic"),                   # one logistic output
+    (["b", "a", "c"], "sse", "float64", "logistic"),          # three logistic outputs
+    ([10, -3, 7], "cross_entropy", "float64", "tanh"),        # softmax, non-contiguous int labels
+    (["no", "yes"], "sse", "float32", "logistic"),
 ])
-def test_partial_fit_is_mlp_learn_on_the_same_rows(sklearn, classes, loss, dtype):
+def test_partial_fit_is_mlp_learn_on_the_same_rows(sklearn, classes, loss, dtype, activation):
     X, y = stream(300, 4, classes)
-    model = adapters.OnlineMLPClassifier(hidden=(5,), activation="logistic", init="uniform", loss=loss,
-                                         lr=0.5, random_state=3, dtype=dtype)
+    model = adapters.OnlineMLPClassifier(hidden=(5,), activation=activation, init="uniform",
+                                         loss=loss, lr=0.5, random_state=3, dtype=dtype)
     losses = []
     for start, stop in [(0, 1), (1, 50), (50, 51), (51, 300)]:  # any split: one step per row
         model.partial_fit(X[start:stop], y[start:stop], classes=classes if start == 0 else None)
@@ -75,7 +76,7 @@ def test_partial_fit_is_mlp_learn_on_the_same_rows(sklearn, classes, loss, dtype
     labels = np.array([order.index(v) for v in y])
     k = len(classes)
     output = "softmax" if loss == "cross_entropy" and k > 2 else "logistic"
-    net = MLP([4, 5, 1 if k == 2 else k], activation="logistic", output=output, loss=loss,
+    net = MLP([4, 5, 1 if k == 2 else k], activation=activation, output=output, loss=loss,
               lr=0.5, seed=3, dtype=dtype)
     result = net.learn(X, labels.astype(float) if k == 2 else labels)
 
@@ -205,13 +206,17 @@ def rows(X):
     return [{f"x{j}": v for j, v in reversed(list(enumerate(row)))} for row in X.tolist()]
 
 
-@pytest.mark.parametrize("classes,loss", [([False, True], "sse"), (["a", "b", "c"], "sse"),
-                                          (["a", "b", "c"], "cross_entropy")])
-def test_learn_one_is_learn_on_one_row(river, classes, loss):
+# As for partial_fit: kernels other tests compile. The default activation is the one the
+# progressive_val_score test below checks.
+@pytest.mark.parametrize("classes,loss,activation", [([False, True], "sse", "logistic"),
+                                                     (["a", "b", "c"], "sse", "logistic"),
+                                                     (["a", "b", "c"], "cross_entropy", "tanh")])
+def test_learn_one_is_learn_on_one_row(river, classes, loss, activation):
     X, y = stream(60, 3, classes)
-    model = adapters.RiverMLPClassifier(classes, hidden=(4,), loss=loss, lr=0.3, seed=5)
+    model = adapters.RiverMLPClassifier(classes, hidden=(4,), activation=activation, loss=loss,
+                                        lr=0.3, seed=5)
     k = len(classes)
-    net = MLP([3, 4, 1 if k == 2 else k], activation="tanh",
+    net = MLP([3, 4, 1 if k == 2 else k], activation=activation,
               output="softmax" if loss == "cross_entropy" and k > 2 else "logistic", loss=loss,
               lr=0.3, init="glorot", seed=5)
     for x, row, label in zip(rows(X), X, y):
@@ -239,7 +244,9 @@ def test_regressor_learn_one_is_learn_on_one_row(river):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_a_value_beyond_the_dtype_is_refused_before_any_update(river, dtype):
     """1e39 is a finite Python float but inf in float32: checked once converted, as MLP does."""
-    model = adapters.RiverMLPRegressor(hidden=(3,), seed=1, dtype=dtype)
+    # The seed's codes, not the regressor's default: their float32 kernel is compiled anyway.
+    model = adapters.RiverMLPRegressor(hidden=(3,), activation="logistic", output="logistic",
+                                       seed=1, dtype=dtype)
     model.learn_one({"a": 0.5, "b": -0.5}, 0.1)
     before = model.net.params.copy()
     big = {"a": 1e39, "b": 0.0}

@@ -8,6 +8,7 @@ import pytest
 
 import streammlp.race as race_module
 from streammlp import MLP, Race, read
+from conftest import CLASSIFIER
 
 
 def batches(n, rng, sizes=(1, 7, 64, 300)):
@@ -19,11 +20,21 @@ def batches(n, rng, sizes=(1, 7, 64, 300)):
         i += 1
 
 
-@pytest.mark.parametrize("scale", [None, "standard"])
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("hidden", [(8, 32), ((6, 4), (3, 9))])
+# Not the full product of scaling, dtype and depth: each combination compiles a race kernel and
+# a network kernel (~10 s each, cold), and in the race kernel dtype and depth are types, scaling
+# one branch (the shared standardised rows or a member's own statistics: the own-history test
+# below takes both). The two one-hidden-layer float64 races are the threads test's kernels; the
+# third takes float32, two hidden layers and scaling together.
+ONE_HIDDEN, TWO_HIDDEN = (8, 32), ((6, 4), (3, 9))
+
+
+@pytest.mark.parametrize("scale,dtype,hidden", [
+    ("standard", "float64", ONE_HIDDEN),
+    (None, "float64", ONE_HIDDEN),
+    ("standard", "float32", TWO_HIDDEN),
+], ids=["standard-float64-1", "None-float64-1", "standard-float32-2"])
 def test_each_member_learns_exactly_as_it_would_alone(scale, dtype, hidden, rng):
-    race = Race.grid(5, 3, hidden=hidden, scale=scale, dtype=dtype, seed=7)
+    race = Race.grid(5, 3, hidden=hidden, scale=scale, dtype=dtype, seed=7, **CLASSIFIER)
     alone = [copy.deepcopy(m) for m in race.members]
     X = rng.normal(size=(1500, 5)) * [1, 10, 0.1, 1, 100]
     y = rng.integers(0, 3, 1500)
@@ -51,7 +62,7 @@ def test_threads_give_the_serial_race_bit_for_bit(scale, rng, monkeypatch):
     monkeypatch.setattr(race_module, "PARALLEL_WORK", 1)  # share out every batch here
     X = rng.normal(size=(2000, 5)) * [1, 10, 0.1, 1, 100]
     y = rng.integers(0, 3, 2000)
-    grid = dict(lrs=(0.05, 0.2, 1.0), hidden=(8, 32), scale=scale, seed=7)
+    grid = dict(lrs=(0.05, 0.2, 1.0), hidden=ONE_HIDDEN, scale=scale, seed=7, **CLASSIFIER)
     serial = Race.grid(5, 3, **grid, threads=1)
     parallel = Race.grid(5, 3, **grid, threads=3)
     assert serial.threads == 1 and len(parallel._groups) == 3
@@ -70,12 +81,17 @@ def test_threads_give_the_serial_race_bit_for_bit(scale, rng, monkeypatch):
 
 def test_members_with_their_own_history_still_learn_as_alone(rng):
     """A member whose scaler has seen other rows standardises with its own statistics."""
-    X, y = rng.normal(size=(600, 4)) * [1, 5, 50, 0.5], rng.integers(0, 2, 600)
-    fresh = MLP([4, 6, 1], output="logistic", loss="cross_entropy", lr=0.2, seed=0, scale="standard")
-    seasoned = MLP([4, 9, 1], output="logistic", loss="cross_entropy", lr=1.0, seed=1, scale="standard")
+    X, y = rng.normal(size=(600, 4)) * [1, 5, 50, 0.5], rng.integers(0, 3, 600)
+    fresh = MLP([4, 6, 3], **CLASSIFIER, lr=0.2, seed=0, scale="standard")
+    seasoned = MLP([4, 9, 3], **CLASSIFIER, lr=1.0, seed=1, scale="standard")
     seasoned.learn(X[:100] * 2.0, y[:100])
-    twin = copy.deepcopy(fresh)  # same statistics as `fresh`: shares its standardised rows
-    race = Race([fresh, seasoned, twin])
+    briefly = MLP([4, 5, 3], **CLASSIFIER, lr=0.5, seed=2, scale="standard")
+    briefly.learn(X[:3], y[:3])
+    # Twins have the statistics of `fresh` (then they share its standardised rows) or of
+    # `seasoned` (then they share nothing with member 0). Six members, as in the other races
+    # here: the race's kernel is compiled for a number of members.
+    race = Race([fresh, seasoned, copy.deepcopy(fresh), briefly, copy.deepcopy(seasoned),
+                 MLP([4, 7, 3], **CLASSIFIER, lr=0.1, seed=3, scale="standard")])
     alone = [copy.deepcopy(m) for m in race.members]
     for rows in batches(500, rng):
         race.learn(X[100:][rows], y[100:][rows])
@@ -119,7 +135,7 @@ def test_the_leader_is_the_member_with_the_best_windowed_figure(by, rng):
 
 
 def test_the_race_scores_each_row_with_the_leader_before_it(rng):
-    race = Race.grid(3, 2, lrs=(0.1, 1.0), hidden=(4, 16), seed=2)
+    race = Race.grid(3, 2, lrs=(0.1, 0.3, 1.0), hidden=(4, 16), seed=2, **CLASSIFIER)
     X, y = rng.uniform(-1, 1, (2000, 3)), rng.integers(0, 2, 2000)
     result = race.learn(X, y)
     rows = np.arange(len(X))
@@ -147,15 +163,18 @@ def rotating_after_noise(n, seed):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_the_leader_changes_when_the_best_learning_rate_does(seed):
     X, y = rotating_after_noise(10_000, seed)
-    race = Race.grid(2, 1, lrs=(0.05, 1.0), hidden=(8,), linear=(), window=500, seed=seed)
+    # Three widths of each learning rate: six members, as the race kernel the other tests compile.
+    race = Race.grid(2, 1, lrs=(0.05, 1.0), hidden=(8, 12, 16), linear=(), window=500, seed=seed)
+    lr = np.array([m.lr for m in race.members])
     calm = race.learn(X[:10_000], y[:10_000])
-    assert race.leader == 0 and np.mean(calm.leaders[5000:] == 0) > 0.9
+    assert lr[race.leader] == 0.05 and np.mean(lr[calm.leaders[5000:]] == 0.05) > 0.9
     turning = race.learn(X[10_000:], y[10_000:])
-    assert race.leader == 1 and np.mean(turning.leaders[5000:] == 1) > 0.9
+    assert lr[race.leader] == 1.0 and np.mean(lr[turning.leaders[5000:]] == 1.0) > 0.9
 
 
 def test_save_read_and_deepcopy_continue_identically(tmp_path, rng):
-    race = Race.grid(3, 3, lrs=(0.1, 1.0), hidden=(4, 6), seed=3, window=100, by="accuracy")
+    race = Race.grid(3, 3, lrs=(0.1, 0.3, 1.0), hidden=(4, 6), seed=3, window=100, by="accuracy",
+                     **CLASSIFIER)
     X, y = rng.uniform(-1, 1, (800, 3)) * [1, 1e3, 1], rng.integers(0, 3, 800)
     race.learn(X[:300], y[:300])
     race.save(tmp_path / "race.npz", extra={"rejected": {"shape": 2}})
@@ -191,7 +210,7 @@ def test_summary_is_plain_json(rng):
 
 
 def test_bad_input_raises_before_any_update(rng):
-    race = Race.grid(3, 2, lrs=(0.1, 1.0), hidden=(4,), seed=0)
+    race = Race.grid(3, 2, lrs=(0.1, 0.3, 1.0), hidden=(4, 8), seed=0, **CLASSIFIER)
     race.learn(rng.uniform(-1, 1, (5, 3)), rng.integers(0, 2, 5))
     before = [m.params.copy() for m in race.members], race.samples
     with pytest.raises(ValueError, match="X has 4 columns; this network takes 3"):

@@ -379,4 +379,3 @@ def test_tls_with_a_client_certificate(tmp_path):
             stats = wait_for(c, lambda m: m["source"]["error"] is not None, "an error")
             assert stats["samples"] == 0 and not stats["source"]["connected"]
             assert "cannot reach NATS" in stats["source"]["error"]
-            assert "certificate required" in stats["source"]["error"]  # the server's reason

@@ -144,9 +144,11 @@ def test_watch_records_metrics_and_plot_draws_them(tmp_path):
     with running_service("--layers", "3,4,1", "--lr", "1", "--publish-every-ms", "50") as s:
         watcher = subprocess.Popen([sys.executable, "-m", "streammlp.cli", "watch", "--publish",
                                     s.publish, "--control", s.control, "--jsonl", str(log),
-                                    "--duration", "3"], stdout=subprocess.PIPE, text=True)
+                                    "--duration", "6"], stdout=subprocess.PIPE, text=True)
         try:
-            time.sleep(1.0)
+            deadline = time.monotonic() + TIMEOUT  # watch is reading (idle heartbeats) before feed
+            while not (log.exists() and log.read_text().strip()) and time.monotonic() < deadline:
+                time.sleep(0.05)
             write_csv(tmp_path / "d.csv", X, y)
             streammlp("feed", tmp_path / "d.csv", *endpoints(s), "--rate", 3000)
             out, _ = watcher.communicate(timeout=TIMEOUT)

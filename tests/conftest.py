@@ -24,6 +24,44 @@ def seed_stream(n: int, seed: int = 0):
     return X, (X[:, 0] >= 0).astype(float)
 
 
+def batches(n: int, sizes=(1, 7, 64, 300)):
+    """Split ``range(n)`` into consecutive slices of cycling sizes."""
+    start, i = 0, 0
+    while start < n:
+        yield slice(start, min(n, start + sizes[i % len(sizes)]))
+        start += sizes[i % len(sizes)]
+        i += 1
+
+
+def windowed(values, window):
+    """Means of ``values[:t]`` weighted ``(1 - 1/window)**age``, for every t: a batch recomputation."""
+    decay = 1.0 - 1.0 / window
+    out = np.full((len(values) + 1,) + values.shape[1:], np.nan)
+    for t in range(1, len(values) + 1):
+        w = decay ** np.arange(t - 1, -1, -1)
+        out[t] = w @ values[:t] / w.sum()
+    return out
+
+
+def assert_ranked(race, results, window: int, by: str):
+    """A race's windowed figures and leaders after the batches of ``results`` against a batch
+    recomputation: after every row t, the leader has the best figures of rows 0..t (on a tie it
+    stays). Returns each row's member losses ``(n, members)``, the leaders before each row, and
+    ``leading[t]``, the leader after t rows."""
+    member_loss = np.concatenate([r.member_sample_loss for r in results], axis=1).T
+    member_hit = np.concatenate([r.member_predicted == r.actual for r in results], axis=1).T
+    leaders = np.concatenate([r.leaders for r in results])
+    loss, accuracy = windowed(member_loss, window), windowed(member_hit.astype(float), window)
+    np.testing.assert_allclose(race.ew_loss, loss[-1], rtol=1e-9)
+    np.testing.assert_allclose(race.ew_accuracy, accuracy[-1], rtol=1e-9)
+    leading = np.append(leaders, race.leader)
+    key = loss if by == "loss" else np.stack([-accuracy, loss], axis=-1)
+    for t in range(1, len(member_loss) + 1):
+        best = min(range(key.shape[1]), key=lambda k: tuple(np.atleast_1d(key[t, k])))
+        assert np.allclose(key[t, leading[t]], key[t, best], rtol=1e-9, atol=0), t
+    return member_loss, leaders, leading
+
+
 # -- a real service process on 127.0.0.1 with OS-assigned ports -----------------------------------
 
 from service.process import ServiceProcess as running_service  # noqa: E402,F401

@@ -8,16 +8,7 @@ import pytest
 
 import streammlp.race as race_module
 from streammlp import MLP, Race, read
-from conftest import CLASSIFIER
-
-
-def batches(n, rng, sizes=(1, 7, 64, 300)):
-    """Split ``range(n)`` into consecutive slices of cycling sizes."""
-    start, i = 0, 0
-    while start < n:
-        yield slice(start, min(n, start + sizes[i % len(sizes)]))
-        start += sizes[i % len(sizes)]
-        i += 1
+from conftest import CLASSIFIER, assert_ranked, batches
 
 
 # Not the full product of scaling, dtype and depth: each combination compiles a race kernel and
@@ -38,7 +29,7 @@ def test_each_member_learns_exactly_as_it_would_alone(scale, dtype, hidden, rng)
     alone = [copy.deepcopy(m) for m in race.members]
     X = rng.normal(size=(1500, 5)) * [1, 10, 0.1, 1, 100]
     y = rng.integers(0, 3, 1500)
-    for rows in batches(len(X), rng):
+    for rows in batches(len(X)):
         result = race.learn(X[rows], y[rows])
         for k, net in enumerate(alone):
             own = net.learn(X[rows], y[rows])
@@ -67,7 +58,7 @@ def test_threads_give_the_serial_race_bit_for_bit(scale, rng, monkeypatch):
     parallel = Race.grid(5, 3, **grid, threads=3)
     assert serial.threads == 1 and len(parallel._groups) == 3
     assert sorted(np.concatenate(parallel._groups).tolist()) == list(range(len(parallel.members)))
-    for rows in batches(len(X), rng, sizes=(1, 300, 7, 900)):
+    for rows in batches(len(X), sizes=(1, 300, 7, 900)):
         a, b = serial.learn(X[rows], y[rows]), parallel.learn(X[rows], y[rows])
         assert np.array_equal(a.member_sample_loss, b.member_sample_loss)
         assert np.array_equal(a.leaders, b.leaders) and np.array_equal(a.actual, b.actual)
@@ -93,7 +84,7 @@ def test_members_with_their_own_history_still_learn_as_alone(rng):
     race = Race([fresh, seasoned, copy.deepcopy(fresh), briefly, copy.deepcopy(seasoned),
                  MLP([4, 7, 3], **CLASSIFIER, lr=0.1, seed=3, scale="standard")])
     alone = [copy.deepcopy(m) for m in race.members]
-    for rows in batches(500, rng):
+    for rows in batches(500):
         race.learn(X[100:][rows], y[100:][rows])
         for net in alone:
             net.learn(X[100:][rows], y[100:][rows])
@@ -102,35 +93,14 @@ def test_members_with_their_own_history_still_learn_as_alone(rng):
         assert np.array_equal(member._scaler, net._scaler) and member.scaler_count == net.scaler_count
 
 
-def windowed(values, window):
-    """Means of ``values[:t]`` weighted ``(1 - 1/window)**age``, for every t: a batch recomputation."""
-    decay = 1.0 - 1.0 / window
-    out = np.full((len(values) + 1,) + values.shape[1:], np.nan)
-    for t in range(1, len(values) + 1):
-        w = decay ** np.arange(t - 1, -1, -1)
-        out[t] = w @ values[:t] / w.sum()
-    return out
-
-
 @pytest.mark.parametrize("by", ["loss", "accuracy"])
 def test_the_leader_is_the_member_with_the_best_windowed_figure(by, rng):
     window = 50
     race = Race.grid(4, 1, lrs=(0.01, 0.3, 3.0), hidden=(2, 8), window=window, by=by, seed=1)
     X = rng.uniform(-1, 1, (900, 4))
     y = ((X[:, 0] + 0.3 * rng.normal(size=900)) >= 0).astype(int)
-    results = [race.learn(X[rows], y[rows]) for rows in batches(len(X), rng)]
-    member_loss = np.concatenate([r.member_sample_loss for r in results], axis=1).T  # (n, members)
-    member_hit = np.concatenate([r.member_predicted == r.actual for r in results], axis=1).T
-    leaders = np.concatenate([r.leaders for r in results])
-    loss, accuracy = windowed(member_loss, window), windowed(member_hit.astype(float), window)
-    np.testing.assert_allclose(race.ew_loss, loss[-1], rtol=1e-9)
-    np.testing.assert_allclose(race.ew_accuracy, accuracy[-1], rtol=1e-9)
-    # After every row t, the leader has the best figures of rows 0..t (on a tie it stays).
-    leading = np.append(leaders, race.leader)  # leading[t]: the leader after t rows
-    key = loss if by == "loss" else np.stack([-accuracy, loss], axis=-1)
-    for t in range(1, len(X) + 1):
-        best = min(range(key.shape[1]), key=lambda k: tuple(np.atleast_1d(key[t, k])))
-        assert np.allclose(key[t, leading[t]], key[t, best], rtol=1e-9, atol=0), t
+    results = [race.learn(X[rows], y[rows]) for rows in batches(len(X))]
+    _, leaders, _ = assert_ranked(race, results, window, by)
     assert len(set(leaders.tolist())) > 1  # the test sees the leader move
 
 

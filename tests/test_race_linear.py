@@ -13,15 +13,7 @@ import pytest
 import streammlp.race as race_module
 from streammlp import MLP, Race, read
 from streammlp.race import HIDDEN, LINEAR_LRS, LRS
-
-
-def batches(n, sizes=(1, 7, 64, 300)):
-    """Split ``range(n)`` into consecutive slices of cycling sizes."""
-    start, i = 0, 0
-    while start < n:
-        yield slice(start, min(n, start + sizes[i % len(sizes)]))
-        start += sizes[i % len(sizes)]
-        i += 1
+from conftest import assert_ranked, batches
 
 
 def mixed(dtype, scale, outputs=3):
@@ -59,16 +51,6 @@ def test_members_of_every_depth_learn_exactly_as_alone(dtype, scale, threads, rn
         assert np.array_equal(member._scaler, net._scaler) and member.scaler_count == net.scaler_count
 
 
-def windowed(values, window):
-    """Means of ``values[:t]`` weighted ``(1 - 1/window)**age``, for every t: a batch recomputation."""
-    decay = 1.0 - 1.0 / window
-    out = np.full((len(values) + 1,) + values.shape[1:], np.nan)
-    for t in range(1, len(values) + 1):
-        w = decay ** np.arange(t - 1, -1, -1)
-        out[t] = w @ values[:t] / w.sum()
-    return out
-
-
 @pytest.mark.parametrize("by", ["loss", "accuracy"])
 def test_every_member_of_every_depth_is_ranked(by, rng):
     window = 50
@@ -76,17 +58,7 @@ def test_every_member_of_every_depth_is_ranked(by, rng):
     X = rng.uniform(-1, 1, (900, 5))
     y = ((X[:, 0] + 0.5 * X[:, 1] + 0.3 * rng.normal(size=900)) >= 0).astype(int)
     results = [race.learn(X[rows], y[rows]) for rows in batches(len(X))]
-    member_loss = np.concatenate([r.member_sample_loss for r in results], axis=1).T  # (n, members)
-    member_hit = np.concatenate([r.member_predicted == r.actual for r in results], axis=1).T
-    leaders = np.concatenate([r.leaders for r in results])
-    loss, accuracy = windowed(member_loss, window), windowed(member_hit.astype(float), window)
-    np.testing.assert_allclose(race.ew_loss, loss[-1], rtol=1e-9)
-    np.testing.assert_allclose(race.ew_accuracy, accuracy[-1], rtol=1e-9)
-    leading = np.append(leaders, race.leader)  # leading[t]: the leader after t rows
-    key = loss if by == "loss" else np.stack([-accuracy, loss], axis=-1)
-    for t in range(1, len(X) + 1):
-        best = min(range(key.shape[1]), key=lambda k: tuple(np.atleast_1d(key[t, k])))
-        assert np.allclose(key[t, leading[t]], key[t, best], rtol=1e-9, atol=0), t
+    member_loss, leaders, leading = assert_ranked(race, results, window, by)
     race_loss = np.concatenate([r.sample_loss for r in results])
     assert np.array_equal(race_loss, member_loss[np.arange(len(X)), leaders])
     # Members of both depths led at some point: the ranking crosses depths.

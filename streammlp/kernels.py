@@ -629,17 +629,19 @@ def _prefetch(typingctx, array, index):
 @njit(**JIT)
 def group_by_model(slots, n_models):
     """The rows' indices grouped by model (a stable counting sort of ``slots``): each model's
-    rows together, in their order."""
+    rows together, in their order; and the most rows any one model has."""
     firsts = np.zeros(n_models + 1, np.int64)
     for s in slots:
         firsts[s + 1] += 1
+    most = 0
     for s in range(n_models):
+        most = max(most, firsts[s + 1])
         firsts[s + 1] += firsts[s]
     order = np.empty(len(slots), np.int64)
     for n in range(len(slots)):
         order[firsts[slots[n]]] = n
         firsts[slots[n]] += 1
-    return order
+    return order, most
 
 
 @functools.cache
@@ -677,11 +679,7 @@ def fleet_learner(hidden: int, output: int, loss: int, scale: bool, one_hidden: 
               sample_loss, predicted, actual, samples, loss_totals, correct_totals, ew_loss,
               ew_accuracy, alpha, backup, backup_scaler, undone):
         one = real(1.0)
-        order = group_by_model(slots, params.shape[0])
-        longest, start = 0, 0
-        for end in range(1, len(order) + 1):
-            if end == len(order) or slots[order[end]] != slots[order[start]]:
-                longest, start = max(longest, end - start), end
+        order, longest = group_by_model(slots, params.shape[0])
         Xr, Yr = np.empty((longest, X.shape[1]), X.dtype), np.empty((longest, Y.shape[1]), Y.dtype)
         run_loss = np.empty(longest)
         run_predicted, run_actual = np.empty(longest, np.int64), np.empty(longest, np.int64)

@@ -144,10 +144,14 @@ def test_watch_records_metrics_and_plot_draws_them(tmp_path):
     with running_service("--layers", "3,4,1", "--lr", "1", "--publish-every-ms", "50") as s:
         watcher = subprocess.Popen([sys.executable, "-m", "streammlp.cli", "watch", "--publish",
                                     s.publish, "--control", s.control, "--jsonl", str(log),
-                                    "--duration", "3"], stdout=subprocess.PIPE, text=True)
+                                    "--duration", "4"], stdout=subprocess.PIPE, text=True)
         try:
-            time.sleep(1.0)
             write_csv(tmp_path / "d.csv", X, y)
+            # Feed once the watcher records (the idle service's heartbeat): its 4 s run from then.
+            deadline = time.monotonic() + TIMEOUT
+            while not log.exists() or not log.read_text():
+                assert watcher.poll() is None and time.monotonic() < deadline, "watch never recorded"
+                time.sleep(0.05)
             streammlp("feed", tmp_path / "d.csv", *endpoints(s), "--rate", 3000)
             out, _ = watcher.communicate(timeout=TIMEOUT)
         finally:

@@ -146,10 +146,12 @@ def test_watch_records_metrics_and_plot_draws_them(tmp_path):
                                     s.publish, "--control", s.control, "--jsonl", str(log),
                                     "--duration", "6"], stdout=subprocess.PIPE, text=True)
         try:
-            deadline = time.monotonic() + TIMEOUT  # watch is reading (idle heartbeats) before feed
-            while not (log.exists() and log.read_text().strip()) and time.monotonic() < deadline:
-                time.sleep(0.05)
             write_csv(tmp_path / "d.csv", X, y)
+            # Feed once the watcher records (the idle service's heartbeat), so it sees the run.
+            deadline = time.monotonic() + TIMEOUT
+            while not log.exists() or not log.read_text():
+                assert watcher.poll() is None and time.monotonic() < deadline, "watch never recorded"
+                time.sleep(0.05)
             streammlp("feed", tmp_path / "d.csv", *endpoints(s), "--rate", 3000)
             out, _ = watcher.communicate(timeout=TIMEOUT)
         finally:

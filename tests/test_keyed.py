@@ -36,9 +36,9 @@ def wait_for(control, version, model=None):
         time.sleep(0.01)
 
 
-def alone(key, X, y, **options) -> MLP:
+def alone(key, X, y, layers=(3, 4, 1), **options) -> MLP:
     """The oracle: key's rows learned by a network of its own."""
-    net = MLP([3, 4, 1], lr=1.0, bias=False, seed=model_seed(SEED, key), **options)
+    net = MLP(list(layers), lr=1.0, bias=False, seed=model_seed(SEED, key), **options)
     net.learn(X, y)
     return net
 
@@ -172,13 +172,19 @@ def test_max_models_refuses_new_keys_and_nothing_else(rng):
         assert_model_is(control, "one", alone("one", np.vstack([X, X]), np.hstack([y, y])))
 
 
+# The models of the in-process fleet test below (float32, two hidden layers, scaling): the
+# same fleet kernel, and a keyed service's float32 and deeper models restored, scalers too.
+DEEP = dict(layers=(5, 7, 3, 2), dtype="float32", scale="standard", **CLASSIFIER)
+
+
 def test_resume_restores_a_thousand_models(tmp_path, rng):
     keys = [f"m{i}" for i in range(1000)]
-    X = rng.uniform(-1, 1, (3000, 3))
-    y = (X[:, 0] >= 0).astype(float)
+    X = rng.uniform(-1, 1, (3000, 5))
+    y = (X[:, 0] >= 0).astype(int)
     owner = np.array(keys * 3)
     ckpt = str(tmp_path / "fleet.npz")
-    args = (*ARGS, "--scale", "standard", "--checkpoint", ckpt)
+    args = (*ARGS, "--layers", "5,7,3,2", "--activation", "tanh", "--output", "softmax", "--loss",
+            "cross_entropy", "--dtype", "float32", "--scale", "standard", "--checkpoint", ckpt)
     with running_service(*args) as s, Control(s.control, timeout=RECV_TIMEOUT) as control:
         with Producer(s.ingest) as producer:
             for i in range(2000):
@@ -192,7 +198,7 @@ def test_resume_restores_a_thousand_models(tmp_path, rng):
         wait_for(control, 3000)
         for key in ("m0", "m517", "m999"):
             rows = owner == key
-            net = alone(key, X[rows], y[rows], scale="standard")
+            net = alone(key, X[rows], y[rows], **DEEP)
             assert_model_is(control, key, net)
             np.testing.assert_allclose(control.snapshot(key).scaler_mean, net.scaler_mean,
                                        rtol=1e-12)
@@ -220,9 +226,9 @@ def test_a_race_per_key(rng):
 
 
 def test_fleet_in_process_equals_each_model_alone(rng):
-    # The services above train float64 fleets of one hidden layer, with and without scaling,
-    # against MLP alone; this one takes float32 and two hidden layers, with scaling. (Each
-    # combination compiles a fleet kernel, ~10 s cold; this one's networks are the race tests'.)
+    # The keyed services above train float64 fleets of one hidden layer against MLP alone, and
+    # float32 ones of two hidden layers with scaling (resume); this one does the same in process.
+    # (Each combination compiles a fleet kernel, ~20 s cold; its networks are the race tests'.)
     template = MLP([5, 7, 3, 2], lr=0.3, seed=1, dtype="float32", scale="standard", **CLASSIFIER)
     fleet = Fleet(template, seed=9)
     keys = [f"k{i}" for i in rng.integers(0, 7, 700)]

@@ -24,7 +24,8 @@ in float64 and float32, it prints:
 - the race on every core: ``Race`` of K = 6 members 64-128-10 (learning rates
   0.01 to 3) on whole batches, with ``threads=2`` against ``threads=1``,
   alternating, the median of the rounds' ratios, and whether the two races end
-  with the same bits;
+  with the same bits; beside it, what two threads give on this machine for the
+  same work: the six nets' ``MLP.learn`` three to a thread against all in one;
 - compile time: the first ``learn`` call in a fresh process with an empty
   Numba cache (``NUMBA_CACHE_DIR`` a new temporary directory), then in a
   second fresh process that reuses that cache.
@@ -34,6 +35,7 @@ Run from the repository root (about a minute; ``--quick`` takes a few seconds)::
     python bench/kernels.py
     python bench/kernels.py --quick
     python bench/kernels.py --repeats 9
+    python bench/kernels.py --part race   # only the race in threads (or --part sizes)
 
 Timings are printed, never asserted: machines are shared and noisy.
 """
@@ -41,11 +43,13 @@ Timings are printed, never asserted: machines are shared and noisy.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from typing import Callable
 
@@ -233,20 +237,37 @@ def bandwidth(nbytes: int, dtype: str) -> float:
     return 3 * n * passes * np.dtype(dtype).itemsize / best / 1e9
 
 
-def race_threads(rows: int, rounds: int, threads: int = 2) -> tuple[float, bool]:
-    """Median over ``rounds`` of a 1-thread race's time / a ``threads``-thread race's, both
-    K = 6 members 64-128-10 on the same ``rows``; and whether they end with the same bits."""
+def race_threads(rows: int, rounds: int) -> tuple[float, float, bool]:
+    """Medians over ``rounds`` of a 1-thread race's time / a 2-thread race's, both K = 6
+    members 64-128-10 on the same ``rows``, and of the same ceiling for the machine: six such
+    nets' ``MLP.learn`` one after another / three in each of two threads; and whether the two
+    races end with the same bits. One round times the four, alternating."""
     lrs = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
-    races = [Race.grid(64, 10, lrs=lrs, hidden=(128,), seed=0, threads=t) for t in (1, threads)]
+    races = [Race.grid(64, 10, lrs=lrs, hidden=(128,), linear=(), seed=0, threads=t)
+             for t in (1, 2)]
+    nets = [copy.deepcopy(m) for m in races[0].members]
     X, y = batch([64, 128, 10], "float64", rows)
     for race in races:
         race.learn(X[:10], y[:10])  # warm-up
-    ratios = []
+    nets[0].learn(X[:10], y[:10])
+
+    def learn(group: list[MLP]) -> None:
+        for net in group:
+            net.learn(X, y)
+
+    def in_two_threads() -> None:
+        other = threading.Thread(target=learn, args=(nets[1::2],))
+        other.start()
+        learn(nets[0::2])
+        other.join()
+
+    race_ratios, plain_ratios = [], []
     for _ in range(rounds):
         serial, parallel = (seconds(race.learn, (X, y)) for race in races)
-        ratios.append(serial / parallel)
+        race_ratios.append(serial / parallel)
+        plain_ratios.append(seconds(learn, (nets,)) / seconds(in_two_threads, ()))
     same = all(np.array_equal(a.params, b.params) for a, b in zip(*(r.members for r in races)))
-    return statistics.median(ratios), same
+    return statistics.median(race_ratios), statistics.median(plain_ratios), same
 
 
 def cache_sizes() -> dict[str, int]:
@@ -280,14 +301,35 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny smoke run, a few seconds")
     parser.add_argument("--repeats", type=int, default=5, help="timings per figure (default 5)")
+    parser.add_argument("--part", choices=("all", "sizes", "race"), default="all",
+                        help="the sizes (against the plain loop, the bounds), the race in threads, "
+                             "or all and the compile time (default)")
     args = parser.parse_args()
     if args.repeats < 1:
         parser.error(f"--repeats {args.repeats}; expected at least 1")
     target, repeats = (0.01, min(args.repeats, 2)) if args.quick else (SECONDS, args.repeats)
+    if args.part in ("all", "sizes"):
+        sizes(target, repeats, 3 if args.quick else max(7, args.repeats))
+    if args.part in ("all", "race"):
+        rows, race_rounds = (200, 3) if args.quick else (4000, max(15, args.repeats))
+        speedup, ceiling, same = race_threads(rows, race_rounds)
+        print(f"\nRace of K = 6 members 64-128-10, {rows} rows a call: 2 threads {speedup:.2f}x as "
+              f"fast as 1 (median of {race_rounds} rounds); same bits: {'yes' if same else 'NO'}; "
+              f"the same nets' MLP.learn, 3 in each of 2 threads against all 6 in one: "
+              f"{ceiling:.2f}x")
+    if args.part == "all":
+        dtypes = DTYPES[:1] if args.quick else DTYPES
+        with tempfile.TemporaryDirectory() as cache_dir:
+            cold, warm = first_calls(cache_dir, dtypes), first_calls(cache_dir, dtypes)
+        for dtype, c, w in zip(dtypes, cold, warm):
+            print(f"first learn call, {dtype}: {c:.2f} s with an empty Numba cache, "
+                  f"{w:.3f} s reusing it (cache=True hit)")
+
+
+def sizes(target: float, repeats: int, rounds: int) -> None:
+    """Every size and dtype: rates, against the plain loop and the reference, and the bounds."""
     caches = cache_sizes()
     logistic_ns = {dtype: ns_per_logistic(dtype) for dtype in DTYPES}
-
-    rounds = 3 if args.quick else max(7, args.repeats)
     print(f"{'size':>11} {'dtype':>7} {'rows':>8} {'median/s':>10} {'best/s':>10} {'x plain':>8} "
           f"{'1row x':>7} {'ref/s':>8} {'x ref':>6} {'32/64':>6} {'GFLOP/s':>8} {'ns/smp':>7}")
     readings = []
@@ -336,17 +378,6 @@ def main() -> None:
                   f"{chain:.0f} ns, FLOPs {arithmetic:.0f} ns, {nbytes / 1024:.4g} KiB of "
                   f"weights moved {memory:.0f} ns; bound by {why}: {floor / ns:.2f} of it")
 
-    rows = 200 if args.quick else 4000
-    speedup, same = race_threads(rows, rounds)
-    print(f"\nRace of K = 6 members 64-128-10, {rows} rows a call: 2 threads {speedup:.2f}x as "
-          f"fast as 1 (median of {rounds} rounds); same bits: {'yes' if same else 'NO'}")
-
-    dtypes = DTYPES[:1] if args.quick else DTYPES
-    with tempfile.TemporaryDirectory() as cache_dir:
-        cold, warm = first_calls(cache_dir, dtypes), first_calls(cache_dir, dtypes)
-    for dtype, c, w in zip(dtypes, cold, warm):
-        print(f"first learn call, {dtype}: {c:.2f} s with an empty Numba cache, "
-              f"{w:.3f} s reusing it (cache=True hit)")
 
 
 if __name__ == "__main__":

@@ -307,9 +307,9 @@ def _row(scale, X, n, scaler, count, s_pre, s_post):
 
 
 @njit(inline="always", **JIT)
-def _learn_rows_one_hidden(hidden, output, loss, scale, W1, b1, W2, b2, use_bias, lr, X, Y,
-                           scaler, count, s_pre, s_post, delta, sample_loss, predicted, actual,
-                           one):
+def _learn_rows_one_hidden(hidden, output, loss, scale, keep_sse, W1, b1, W2, b2, use_bias, lr,
+                           X, Y, scaler, count, s_pre, s_post, delta, sample_loss, sample_sse,
+                           predicted, actual, one):
     """:func:`_learn_rows` written out for one hidden layer (the seed's nets): the same bits.
 
     With the two layers named, LLVM knows every loop's arrays and trip counts
@@ -352,6 +352,8 @@ def _learn_rows_one_hidden(hidden, output, loss, scale, W1, b1, W2, b2, use_bias
         sse, value = _output_error(output, loss, s_pre, s_post, delta, Y, n, 2, one)
         sse_total += sse
         sample_loss[n] = value
+        if keep_sse:
+            sample_sse[n] = sse
         predicted[n] = _classify(s_post, 2, n_out)
         actual[n] = _classify(Y, n, n_out)
         # Backward, as _backward: HtoO first, reading each weight before its update.
@@ -423,9 +425,9 @@ def learner(hidden: int, output: int, loss: int, scale: bool, one_hidden: bool, 
             if check and not _valid(X, Y, limit, finite):
                 return 0.0, 0.0, 0, False
             W1, b1, W2, b2 = _layers(params, X.shape[1], Y.shape[1])
-            sse = _learn_rows_one_hidden(hidden, output, loss, scale, W1, b1, W2, b2, use_bias,
-                                         lr, X, Y, scaler, count, s_pre, s_post, delta,
-                                         sample_loss, predicted, actual, real(1.0))
+            sse = _learn_rows_one_hidden(hidden, output, loss, scale, False, W1, b1, W2, b2,
+                                         use_bias, lr, X, Y, scaler, count, s_pre, s_post, delta,
+                                         sample_loss, sample_loss, predicted, actual, real(1.0))
             loss_total, correct = _totals(sample_loss, predicted, actual)
             return sse, loss_total, correct, True
 
@@ -520,12 +522,14 @@ def rank(sample_loss, sample_sse, predicted, actual, figures, weight, alpha, lea
 
 
 @functools.cache
-def racer(hidden: int, output: int, loss: int, scale: bool, dtype: str):
+def racer(hidden: int, output: int, loss: int, scale: bool, one_hidden: bool, dtype: str):
     """The race's ``train`` kernel: some members of a race trained on a batch, in one call.
 
     ``Wss``, ``bss``, ``scalers`` hold one entry per member of the race (tuples
     of the members' own views: members may differ in widths and learning rates
-    ``lrs``, not in depth); ``counts`` the rows each member's scaler has seen.
+    ``lrs``, not in depth; with ``one_hidden``, they have one hidden layer and
+    are trained by :func:`_learn_rows_one_hidden`, as ``MLP.learn`` trains
+    them); ``counts`` the rows each member's scaler has seen.
     The members listed in ``which`` each take the batch in order, exactly as
     they would alone, sharing the work buffers (sized for the widest): with
     ``scale``, a member in ``shared`` reads the rows already standardised in
@@ -544,10 +548,17 @@ def racer(hidden: int, output: int, loss: int, scale: bool, dtype: str):
         one = real(1.0)
         for k in which:
             own = scale and not shared[k]  # standardise with its own statistics, row by row
-            totals[0, k] = _learn_rows(hidden, output, loss, own, True, Wss[k], bss[k], use_bias,
-                                       lrs[k], X if own else Z, Y, scalers[k], counts[k], s_pre,
-                                       s_post, delta, sample_loss[k], sample_sse[k], predicted[k],
-                                       actual, one)
+            if one_hidden:
+                (W1, W2), (b1, b2) = Wss[k], bss[k]
+                totals[0, k] = _learn_rows_one_hidden(
+                    hidden, output, loss, own, True, W1, b1, W2, b2, use_bias, lrs[k],
+                    X if own else Z, Y, scalers[k], counts[k], s_pre, s_post, delta,
+                    sample_loss[k], sample_sse[k], predicted[k], actual, one)
+            else:
+                totals[0, k] = _learn_rows(hidden, output, loss, own, True, Wss[k], bss[k],
+                                           use_bias, lrs[k], X if own else Z, Y, scalers[k],
+                                           counts[k], s_pre, s_post, delta, sample_loss[k],
+                                           sample_sse[k], predicted[k], actual, one)
 
     return train
 
@@ -707,10 +718,10 @@ def fleet_learner(hidden: int, output: int, loss: int, scale: bool, one_hidden: 
             before = (samples[s], loss_totals[s], correct_totals[s], ew_loss[s], ew_accuracy[s])
             if one_hidden:
                 W1, b1, W2, b2 = _layers(row, X.shape[1], Y.shape[1])
-                sse = _learn_rows_one_hidden(hidden, output, loss, scale, W1, b1, W2, b2,
+                sse = _learn_rows_one_hidden(hidden, output, loss, scale, False, W1, b1, W2, b2,
                                              use_bias, lr, Xr[:m], Yr[:m], scaler, samples[s],
-                                             s_pre, s_post, delta, run_loss, run_predicted,
-                                             run_actual, one)
+                                             s_pre, s_post, delta, run_loss, run_loss,
+                                             run_predicted, run_actual, one)
             else:
                 Ws, bs = _layer_views(row, shapes)
                 sse = _learn_rows(hidden, output, loss, scale, False, Ws, bs, use_bias, lr,

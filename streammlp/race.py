@@ -149,8 +149,10 @@ class Race:
                         np.array([members[k].lr for k in ks], dtype=first.dtype))
                        for ks in self._depths]
         self._scalers = tuple(m._scaler for m in members)  # every member's, for standardise_shared
-        self._train = kernels.racer(ACTIVATIONS[first.activation], OUTPUTS[first.output],
-                                    LOSSES[first.loss], first.scale is not None, first.dtype)
+        # One kernel per depth; members with one hidden layer (3 layer sizes) get their own loop.
+        self._train = [kernels.racer(ACTIVATIONS[first.activation], OUTPUTS[first.output],
+                                     LOSSES[first.loss], first.scale is not None, d == 3,
+                                     first.dtype) for d in depths]
         # The members in groups of about equal work (parameters), largest first, one group per
         # thread; each group with its own work buffers. One group when training serially.
         # A group's members of each depth, as indices into that depth's views: _plan[g][d].
@@ -313,7 +315,7 @@ class Race:
             for d, which in enumerate(self._plan[group]):
                 if len(which):  # one compiled call for the group's members of this depth
                     Wss, bss, scalers, lrs = self._views[d]
-                    self._train(which, Wss, bss, self.members[0].bias, lrs, X, Z, Y, scalers,
+                    self._train[d](which, Wss, bss, self.members[0].bias, lrs, X, Z, Y, scalers,
                                 depth_counts[d], depth_shared[d], *self._buffers[group],
                                 *records[d][:3], actual, records[d][3])
 

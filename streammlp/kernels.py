@@ -584,6 +584,18 @@ def predictor(hidden: int, output: int, scale: bool, dtype: str):
 
 
 @njit(**JIT)
+def one_hot(labels, Y):
+    """Row ``n`` of ``Y`` (zeros) gets a 1 in column ``labels[n]``. Returns the first row whose
+    label is not a column of ``Y``, with ``Y`` left as it was; or -1, with every row set."""
+    for n in range(len(labels)):
+        if not 0 <= labels[n] < Y.shape[1]:
+            return n
+    for n in range(len(labels)):
+        Y[n, labels[n]] = 1
+    return -1
+
+
+@njit(**JIT)
 def ewma(values, mean, alpha):
     """The exponentially weighted mean after taking ``values`` in turn, from ``mean``.
 

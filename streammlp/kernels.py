@@ -72,7 +72,7 @@ UNIT_BY_UNIT = 4
 AHEAD = 16
 
 
-@njit(inline="always", **JIT)
+@njit(**JIT)
 def _activate(code, s_pre, s_post, l, n, one):
     """S_postA = f_A(S_preA) for the ``n`` units of row ``l`` (softmax over the row).
 
@@ -102,7 +102,7 @@ def _activate(code, s_pre, s_post, l, n, one):
             s_post[l, k] = s_pre[l, k]
 
 
-@njit(inline="always", **JIT)
+@njit(**JIT)
 def _derivative(code, s_pre, s_post, one):
     """f_A'(S_preA) of one unit, from the values the forward pass already holds."""
     if code == LOGISTIC:
@@ -225,7 +225,7 @@ def _backward(Ws, bs, use_bias, hidden, lr, s_pre, s_post, delta, one):
                 b[j] -= lr * delta[l + 1, j]
 
 
-@njit(inline="always", **JIT)
+@njit(**JIT)
 def _learn_rows(hidden, output, loss, scale, keep_sse, Ws, bs, use_bias, lr, X, Y, scaler, count,
                 s_pre, s_post, delta, sample_loss, sample_sse, predicted, actual, one):
     """Train one network on the rows of ``X`` in order, one gradient step per row.
@@ -256,7 +256,7 @@ def _learn_rows(hidden, output, loss, scale, keep_sse, Ws, bs, use_bias, lr, X, 
     return sse_total, loss_total, correct
 
 
-@njit(inline="always", **JIT)
+@njit(**JIT)
 def _valid(X, Y, x_limit, y_limit):
     """Whether every input ``|x| <= x_limit`` and every target ``|y| <= y_limit`` (not NaN)."""
     for n in range(X.shape[0]):
@@ -269,7 +269,7 @@ def _valid(X, Y, x_limit, y_limit):
     return True
 
 
-@njit(inline="always", **JIT)
+@njit(**JIT)
 def _layers(params, n_in, n_out):
     """Views ``W1, b1, W2, b2`` of a one-hidden-layer net's parameter buffer ``[W1, b1, W2, b2]``.
 
@@ -300,7 +300,7 @@ def _row(scale, X, n, scaler, count, s_pre, s_post):
     return out, 0
 
 
-@njit(inline="always", **JIT)
+@njit(**JIT)
 def _learn_rows_one_hidden(hidden, output, loss, scale, keep_sse, W1, b1, W2, b2, use_bias, lr,
                            X, Y, scaler, count, s_pre, s_post, delta, sample_loss, sample_sse,
                            predicted, actual, one):

@@ -75,11 +75,13 @@ class PageHinkley:
 @dataclass(frozen=True)
 class Drifts:
     """The drifts one batch revealed: for each, the batch ``row`` where it was detected,
-    the model (``slot``) and ``seen``, that model's rows seen up to and including it."""
+    the model (``slot``) and ``seen``, that model's rows seen up to and including it; of a
+    race's drifts, also the members it ``reseeded`` at each (empty: none)."""
 
     rows: np.ndarray
     slots: np.ndarray
     seen: np.ndarray
+    reseeded: tuple[tuple[int, ...], ...] = ()
 
     def __len__(self) -> int:
         return len(self.rows)

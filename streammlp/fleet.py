@@ -22,10 +22,10 @@ from typing import Sequence
 import numpy as np
 
 from . import kernels
-from .drift import Drifts
+from .drift import NO_DRIFTS, Drifts
 from .network import ACTIVATIONS, LOSSES, MLP, OUTPUTS, InputError, Prequential, initialise
 from .protocol import check_key
-from .race import NO_DRIFTS, Race
+from .race import Race
 
 WINDOW = 1000  # samples over which each model's figures are exponentially weighted
 

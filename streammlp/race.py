@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from . import checkpoint, kernels
-from .drift import SEEN, DriftDetector, Drifts, PageHinkley
+from .drift import NO_DRIFTS, SEEN, DriftDetector, Drifts, PageHinkley
 from .network import ACTIVATIONS, LOSSES, MLP, OUTPUTS, Prequential, _choose, initialise, read
 
 # Learning rates of the default grid. With standardised inputs and cross-entropy, a member
@@ -57,7 +57,6 @@ RECENT_DRIFTS = 16  # drifts a race keeps for summary(): the latest
 # Large enough that a pass is still shared out among threads (PARALLEL_WORK).
 PASS = 4096
 COUNTERS = ("samples", "sse_total", "loss_total", "correct_total")  # a network's and a race's
-NO_DRIFTS = Drifts(*(np.zeros(0, dtype=np.int64) for _ in range(3)))  # of a race not watched
 
 
 @dataclass(frozen=True)
@@ -436,8 +435,8 @@ class Race:
         for k, member in enumerate(self.members):
             member._add(n, sse[k], loss[k], int(correct[k]))
         self._add(n, sse[K], loss[K], int(correct[K]))
-        drifts = (self.detector.update(race_predicted, actual) if self.detector is not None
-                  else NO_DRIFTS)
+        drifts = (NO_DRIFTS if self.detector is None else
+                  self.detector.update_checked(race_predicted, actual, np.zeros(n, np.int64)))
         return RaceResult(n=n, sse=sse[K], loss=loss[K], correct=int(correct[K]),
                           sample_loss=race_loss, predicted=race_predicted, actual=actual,
                           leaders=leaders, leader=self.leader, member_sse=totals[0, :K],

@@ -140,9 +140,10 @@ class Race:
         not watched.
     reseed
         How many members to re-seed on each drift: the weakest by the ranking
-        (never the leader, so at most all but one). A re-seeded member is re-initialised after the row
-        where the drift was detected, at the race's version ``v`` then: its
-        weights and biases become those of a fresh member built with
+        (never the leader, so at most all but one). A re-seeded member is
+        re-initialised right after the row where the drift was detected, the
+        race's version ``v``, however the rows were batched: its weights and
+        biases become those of a fresh member built with
         ``seed=reseed_seed(member.seed, v)``; it keeps its input statistics
         (shared with the other members) and its windowed figures, from which it
         climbs. ``0``: drifts are only reported.
@@ -237,7 +238,7 @@ class Race:
         self._drift = drift
         self.detector = (DriftDetector(drift) if drift is not None and first.output != "identity"
                          else None)
-        self.drifts: list[dict] = []
+        self.recent_drifts: list[dict] = []
         self.drift_count = 0
 
     @classmethod
@@ -451,8 +452,8 @@ class Race:
         reseeded = []
         for version in result.drifts.seen.tolist():
             reseeded.append(self._reseed(version))
-            self.drifts = (self.drifts + [{"version": version, "reseeded": list(reseeded[-1])}]
-                           )[-RECENT_DRIFTS:]
+            self.recent_drifts = (self.recent_drifts + [
+                {"version": version, "reseeded": list(reseeded[-1])}])[-RECENT_DRIFTS:]
             self.drift_count += 1
         return replace(result, drifts=replace(result.drifts, reseeded=tuple(reseeded)))
 
@@ -538,15 +539,14 @@ class Race:
                    "samples": self.samples, "members": members}
         if self.detector is not None:
             summary.update(drifts=self.drift_count,
-                           drift_versions=[d["version"] for d in self.drifts],
-                           reseeded=[list(d["reseeded"]) for d in self.drifts])
+                           drift_versions=[d["version"] for d in self.recent_drifts],
+                           reseeded=[list(d["reseeded"]) for d in self.recent_drifts])
         return summary
 
     def spec(self) -> dict:
         """The members' constructor arguments and the race's, enough to rebuild it untrained."""
         return dict(members=[m.spec() for m in self.members], window=self.window, by=self.by,
-                    drift=None if self._drift is None else vars(self._drift).copy(),
-                    reseed=self.reseed)
+                    drift=_settings(self._drift), reseed=self.reseed)
 
     def state(self) -> dict:
         """Everything needed to continue exactly: every member's state, the window's figures, the leader."""
@@ -554,11 +554,11 @@ class Race:
                      window=self.window, by=self.by, threads=self._threads_chosen,
                      leader=self.leader, weight=self._weight, figures=self._figures.copy(),
                      samples=self.samples, sse_total=self.sse_total, loss_total=self.loss_total,
-                     correct_total=self.correct_total, reseed=self.reseed,
-                     drift=None if self._drift is None else vars(self._drift).copy())
+                     correct_total=self.correct_total, drift=_settings(self._drift),
+                     reseed=self.reseed)
         if self.detector is not None:
-            state.update(detector=self.detector.state.copy(), drifts=copy.deepcopy(self.drifts),
-                         drift_count=self.drift_count)
+            state.update(detector=self.detector.state.copy(), drift_count=self.drift_count,
+                         recent_drifts=copy.deepcopy(self.recent_drifts))
         return state
 
     @classmethod
@@ -586,9 +586,9 @@ class Race:
             if "detector" in state:  # the test goes on from its statistics, as if never stopped
                 race.detector = DriftDetector.from_state({"settings": drift,
                                                           "state": state["detector"]})
-                race.drifts = [{"version": int(d["version"]),
-                                "reseeded": [int(k) for k in d["reseeded"]]}
-                               for d in state["drifts"]]
+                race.recent_drifts = [{"version": int(d["version"]),
+                                       "reseeded": [int(k) for k in d["reseeded"]]}
+                                      for d in state["recent_drifts"]]
                 race.drift_count = int(state["drift_count"])
             else:
                 race.detector.state[:, SEEN] = race.samples
@@ -615,6 +615,11 @@ class Race:
         if not isinstance(race, Race):
             raise ValueError(f"{os.fspath(path)} holds one network, not a race; read it with MLP.load")
         return race
+
+
+def _settings(drift: PageHinkley | None) -> dict | None:
+    """A drift test's settings as a plain dict (None: no test), for specs and files."""
+    return None if drift is None else vars(drift).copy()
 
 
 def reseed_seed(seed: int | None, version: int) -> int:

@@ -6,8 +6,8 @@ import copy
 import numpy as np
 import pytest
 
-from streammlp import MLP, DriftDetector, PageHinkley, Race, RaceFleet, model_seed, read
-from streammlp.race import reseed_seed
+from streammlp import (MLP, DriftDetector, PageHinkley, Race, RaceFleet, model_seed, read,
+                       reseed_seed)
 from conftest import CHANGE, batches, changing_stream
 
 # Every race here is Race.grid(3, 1): the kernels the race tests compile anyway.

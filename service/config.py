@@ -37,6 +37,7 @@ class TrainerConfig:
     durable_every_messages: int = 1000  # ... or after this many acknowledged-ingest messages
     curve_secret: str | None = None  # the service's .key_secret file: CURVE on every socket
     allow_keys: str | None = None  # directory of allowed clients' public .key files
+    refused_log_every_s: float = 10.0  # CURVE: one log line of refusals per socket at most this often
     prometheus_port: int | None = None
     delay_ms: float = 0.0  # sleep after each drain: a slow trainer, for back-pressure tests
 
@@ -46,7 +47,7 @@ class TrainerConfig:
                 raise ValueError(f"--{name} {endpoint}: not a ZeroMQ endpoint; expected "
                                  "transport://address, such as tcp://127.0.0.1:5555")
         positive = ("publish_every_samples", "publish_every_ms", "window", "checkpoint_every_s",
-                    "durable_every_ms", "durable_every_messages")
+                    "durable_every_ms", "durable_every_messages", "refused_log_every_s")
         for name in positive:
             value = getattr(self, name)
             if not value > 0:  # also refuses NaN

@@ -65,6 +65,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="CurveZMQ: the service's .key_secret file (turns on CURVE on every socket)")
     p.add_argument("--allow-keys", default=d.allow_keys,
                    help="CurveZMQ: directory of the public .key files of allowed clients")
+    p.add_argument("--refused-log-every-s", type=float, default=d.refused_log_every_s,
+                   help="with CURVE, log refused handshakes at most once per socket this often, "
+                        "with their count (default %(default)s)")
     p.add_argument("--publish-every-samples", type=int, default=d.publish_every_samples,
                    help="publish after this many samples (default %(default)s)")
     p.add_argument("--publish-every-ms", type=float, default=d.publish_every_ms,

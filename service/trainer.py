@@ -49,7 +49,6 @@ MAX_DRAIN_BYTES = 4 << 20
 LINGER_MS = 1000  # how long a closing socket may still flush queued messages
 INGEST_HWM = 1000  # queued ingest messages before producers' PUSH sockets block
 SAVE_RETRY_S = 1.0  # after a failed checkpoint, the next try waits at least this long
-REFUSED_LOG_EVERY_S = 10.0  # refused handshakes: at most one log line per socket this often
 # Handshakes a CURVE service refuses: an unknown key (ZAP), no CURVE, a wrong server key.
 REFUSALS = {zmq.EVENT_HANDSHAKE_FAILED_AUTH: "with a key not allowed",
             zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "without CURVE",
@@ -478,13 +477,14 @@ class Trainer:
 
     def _log_refusals(self, now: float) -> None:
         """Log the handshakes each socket refused since its last line, at most one line per
-        ``REFUSED_LOG_EVERY_S``: a stranger retrying every 100 ms must not flood the log."""
+        ``config.refused_log_every_s``: a stranger retrying every 100 ms must not flood the log."""
         for monitor, name in self._monitors.items():
             while monitor.poll(0):
                 kind = recv_monitor_message(monitor)["event"]
                 self._refused.setdefault(name, Counter())[REFUSALS.get(kind, "failed")] += 1
         for name, why in list(self._refused.items()):
-            if now - self._refused_logged_at.get(name, -math.inf) >= REFUSED_LOG_EVERY_S:
+            if (now - self._refused_logged_at.get(name, -math.inf)
+                    >= self.config.refused_log_every_s):
                 log.warning("streammlp serve: refused %d handshake(s) on %s: %s",
                             sum(why.values()), name, ", ".join(f"{n} {k}" for k, n in why.items()))
                 del self._refused[name]

@@ -225,7 +225,7 @@ class Fleet(_Keys):
         undone = np.empty(n, dtype=np.bool_)
         s_pre, s_post, delta = w._work
         sse = self._fleet(self.params, self.scalers, self._shapes, slots, w.bias,
-                          w.params.dtype.type(w.lr), X, Y, s_pre, s_post, delta, sample_loss,
+                          w._lr, X, Y, s_pre, s_post, delta, sample_loss,
                           predicted, actual, self.samples, self.loss_totals, self.correct_totals,
                           self.ew_loss, self.ew_accuracy, 1.0 / self.window, w.params, w._scaler,
                           undone)

@@ -57,11 +57,14 @@ class Prequential:
     @classmethod
     def _of(cls, n: int, sse: float, loss: float, correct: int, sample_loss: np.ndarray,
             predicted: np.ndarray, actual: np.ndarray) -> "Prequential":
-        """The same as the constructor, in a fifth of the time: a frozen dataclass sets each
-        field through ``object.__setattr__``, which costs ~1 µs on a call of one row."""
+        """The same as the constructor, in a third of the time: a frozen dataclass sets each
+        field through ``object.__setattr__`` (~1 µs on a call of one row); this fills the
+        instance's dict item by item (faster than ``dict.update`` with keywords)."""
         result = object.__new__(cls)
-        result.__dict__.update(n=n, sse=sse, loss=loss, correct=correct, sample_loss=sample_loss,
-                               predicted=predicted, actual=actual)
+        fields = result.__dict__
+        fields["n"], fields["sse"], fields["loss"], fields["correct"] = n, sse, loss, correct
+        fields["sample_loss"], fields["predicted"], fields["actual"] = (sample_loss, predicted,
+                                                                       actual)
         return result
 
 
@@ -147,11 +150,10 @@ class MLP:
         _choose("init", init, INITS)
         _choose("dtype", dtype, DTYPES)
         _choose("scale", scale, (None,) + SCALES)
-        if not np.isfinite(lr) or lr <= 0:
-            raise ValueError(f"lr={lr}; expected a finite positive learning rate")
         self.layers = sizes
         self.activation, self.output, self.loss = activation, output, loss
-        self.lr, self.bias, self.init, self.seed, self.dtype = float(lr), bool(bias), init, seed, dtype
+        self.bias, self.init, self.seed, self.dtype = bool(bias), init, seed, dtype
+        self.lr = lr
         self.scale = scale
 
         # One parameter buffer [W_0, b_0, W_1, b_1, ...]; weights and biases are views into it.
@@ -212,6 +214,18 @@ class MLP:
             return None
         return self._scaler[1] / self.scaler_count if self.scaler_count else np.zeros(self.n_inputs)
 
+    @property
+    def lr(self) -> float:
+        """The learning rate; a new one applies from the next row learned."""
+        return self._lr_value
+
+    @lr.setter
+    def lr(self, lr: float) -> None:
+        if not np.isfinite(lr) or lr <= 0:
+            raise ValueError(f"lr={lr}; expected a finite positive learning rate")
+        self._lr_value = float(lr)
+        self._lr = np.dtype(self.dtype).type(lr)  # as the kernels take it, made once
+
     def spec(self) -> dict:
         """The constructor arguments, enough to rebuild the same architecture."""
         return dict(layers=self.layers, activation=self.activation, output=self.output,
@@ -230,8 +244,7 @@ class MLP:
         """
         # Arrays already as the kernel takes them skip the NumPy checks: the kernel checks
         # their values in one pass before any update, which costs less on a few rows.
-        Y = _ready_targets(y, len(X), self.n_outputs, self.params.dtype) if _ready(
-            X, self.n_inputs, self.params.dtype) else None
+        Y = _ready(X, y, self.layers[0], self.layers[-1], self.params.dtype)
         if Y is None:
             X = self.check_inputs(X)
             return self._train(X, self.check_targets(y, len(X)), False)
@@ -255,7 +268,7 @@ class MLP:
         predicted = np.empty(n, dtype=np.int64)
         actual = np.empty(n, dtype=np.int64)
         sse, loss, correct, ok = self._learn(
-            *self._layout, self.bias, self.params.dtype.type(self.lr), X, Y, self._scaler,
+            *self._layout, self.bias, self._lr, X, Y, self._scaler,
             self.scaler_count, self._work, sample_loss, predicted, actual, check)
         if not ok:
             return None
@@ -311,13 +324,11 @@ class MLP:
             if not np.issubdtype(y.dtype, np.integer):
                 raise InputError("shape", f"y is 1-D {y.dtype} but the network has {k} outputs; pass "
                                  f"integer class labels 0..{k - 1} or an ({n}, {k}) array")
-            bad = (y < 0) | (y >= k)
-            if bad.any():
-                i = int(np.argmax(bad))
+            Y = np.zeros((n, k), dtype=self.params.dtype)
+            i = kernels.one_hot(y.astype(np.int64, copy=False), Y)  # (a wrapped uint64 is < 0)
+            if i >= 0:
                 raise InputError("label", f"label {y[i]} at row {i} is out of range; this network has "
                                  f"{k} classes, 0..{k - 1}")
-            Y = np.zeros((n, k), dtype=self.params.dtype)
-            Y[np.arange(n), y] = 1.0
             return Y
         if y.ndim == 1:
             y = y.reshape(n, 1)
@@ -468,26 +479,24 @@ def _kernel_ready(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return a
 
 
-def _ready(X, width: int, dtype: np.dtype) -> bool:
-    """Whether ``X`` is a non-empty ``(n, width)`` array as the kernels take it (see
-    :func:`_kernel_ready`), so that only its values remain to be checked."""
-    if type(X) is not np.ndarray or X.dtype != dtype or X.ndim != 2 or not len(X):
-        return False
-    flags = X.flags
-    return X.shape[1] == width and flags.c_contiguous and flags.writeable
-
-
-def _ready_targets(y, n: int, outputs: int, dtype: np.dtype) -> np.ndarray | None:
-    """``y`` as the kernels take targets, ``(n, outputs)``, if it needs no conversion (or
-    just a reshape of ``(n,)`` for one output); None otherwise."""
-    if type(y) is not np.ndarray or y.dtype != dtype:
+def _ready(X, y, width: int, outputs: int, dtype: np.dtype) -> np.ndarray | None:
+    """``y`` as the kernels take targets, ``(n, outputs)``, if ``X`` is a non-empty ``(n,
+    width)`` array and both are as the kernels take them (see :func:`_kernel_ready`), so that
+    only their values remain to be checked; None otherwise. ``y`` of shape ``(n,)`` is
+    reshaped for one output, or taken as int64 class labels (one-hot) for several."""
+    if type(X) is not np.ndarray or type(y) is not np.ndarray or X.dtype != dtype:
         return None
-    if y.ndim == 1 and outputs == 1 and len(y) == n:
-        y = y.reshape(n, 1)
-    elif y.shape != (n, outputs):
+    n = len(X)
+    if not n or X.shape != (n, width) or not X.flags.carray:  # carray: C order, writeable
         return None
-    flags = y.flags
-    return y if flags.c_contiguous and flags.writeable else None
+    if y.dtype == dtype and y.flags.carray:
+        if y.shape == (n, outputs):
+            return y
+        return y.reshape(n, 1) if y.shape == (n,) and outputs == 1 else None
+    if y.dtype == np.int64 and y.shape == (n,) and outputs > 1:
+        Y = np.zeros((n, outputs), dtype=dtype)
+        return Y if kernels.one_hot(y, Y) < 0 else None
+    return None
 
 
 def _check_scalable(X: np.ndarray) -> None:

@@ -151,13 +151,13 @@ class Race:
     Examples
     --------
     >>> import numpy as np
-    >>> race = Race.grid(3, 1, lrs=(0.1, 1.0), hidden=(4,), linear=(), by="loss", seed=0)
+    >>> race = Race.grid(3, 1, by="loss", seed=0)
     >>> race
-    Race(2 members, window=1000, by='loss', leader=0)
+    Race(9 members, window=1000, by='loss', leader=0)
     >>> X = np.random.default_rng(1).uniform(-1, 1, (3000, 3))
     >>> result = race.learn(X, (X[:, 0] >= 0).astype(int))
-    >>> race.leader, race.leader_net.lr, result.accuracy > 0.9
-    (1, 1.0, True)
+    >>> race.leader, race.leader_net.layers, race.leader_net.lr, result.accuracy > 0.9
+    (5, [3, 32, 1], 1.0, True)
     >>> race.predict_class([[0.5, 0.1, -0.3], [-0.5, 0.2, 0.9]])
     array([1, 0])
     """

@@ -9,7 +9,7 @@ from service.serve import main as serve, parse_args
 @pytest.mark.parametrize("option, value", [
     ("--window", "0"), ("--publish-every-ms", "-5"), ("--checkpoint-every-s", "-1"),
     ("--publish-every-samples", "0"), ("--durable-every-messages", "0"),
-    ("--publish-every-ms", "nan"), ("--prometheus-port", "70000"),
+    ("--publish-every-ms", "nan"), ("--prometheus-port", "70000"), ("--refused-log-every-s", "0"),
 ])
 def test_bad_numbers_are_refused_before_anything_starts(option, value, caplog):
     assert serve(["--ingest", "tcp://127.0.0.1:*", option, value]) == 2

@@ -105,12 +105,23 @@ def test_integer_labels_are_one_hot_targets(rng):
     X = rng.uniform(-1, 1, (300, 3))
     labels = rng.integers(0, 3, 300)
     a = MLP([3, 6, 3], **CLASSIFIER, lr=0.1, seed=4)
-    b = copy.deepcopy(a)
-    ra = a.learn(X, labels)
+    b, c = copy.deepcopy(a), copy.deepcopy(a)
+    ra = a.learn(X, labels)  # int64 labels as they are: one-hot without the NumPy checks
     rb = b.learn(X, np.eye(3)[labels])
-    assert np.array_equal(a.params, b.params)
+    c.learn(X.tolist(), labels.astype(np.int32).tolist())  # through the checks
+    assert np.array_equal(a.params, b.params) and np.array_equal(a.params, c.params)
     assert np.array_equal(ra.actual, labels)
     assert ra.correct == rb.correct
+
+
+def test_a_new_learning_rate_applies_from_the_next_row(rng):
+    X, y = rng.uniform(-1, 1, (40, 3)), rng.integers(0, 2, 40).astype(float)
+    net, fresh = MLP([3, 4, 1], lr=0.1, seed=2), MLP([3, 4, 1], lr=0.7, seed=2)
+    net.lr = 0.7
+    net.learn(X, y), fresh.learn(X, y)
+    assert net.lr == 0.7 and np.array_equal(net.params, fresh.params)
+    with pytest.raises(ValueError, match="lr=0"):
+        net.lr = 0
 
 
 def test_predict_and_classes_match_reference_forward(rng):
@@ -191,6 +202,10 @@ BAD_INPUTS = [
     ("X has dtype <U1", np.array([["a"] * 3] * 4), np.zeros(4), 1, "float64"),
     ("label 3 at row 1 is out of range", np.zeros((4, 3)), np.array([0, 3, 1, 0]), 3, "float64"),
     ("label -1 at row 0 is out of range", np.zeros((4, 3)), np.array([-1, 0, 1, 0]), 3, "float64"),
+    ("label 255 at row 0 is out of range", np.zeros((4, 3)), np.array([255, 0, 1, 0], np.uint8), 3,
+     "float64"),
+    ("label 9223372036854775809 at row 2", np.zeros((4, 3)), np.array([0, 1, 2**63 + 1, 0],
+                                                                      np.uint64), 3, "float64"),
     ("integer class labels", np.zeros((4, 3)), np.array([0.0, 1.0, 2.0, 0.0]), 3, "float64"),
     ("y has shape \\(4, 2\\)", np.zeros((4, 3)), np.zeros((4, 2)), 3, "float64"),
     ("not a rectangular array", [[1, 2, 3], [1, 2]], [0, 1], 1, "float64"),

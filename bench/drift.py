@@ -8,7 +8,9 @@ first detection (median and worst of ``--streams // 2`` streams; a stream
 whose jump is never detected counts as missed). Seeds fixed: stream ``i``
 uses ``numpy.random.default_rng(i)`` (jumps: ``1000 + i``). Also the
 detector's cost per row, against what it watches: the default race
-(``Race.grid(8, 1)``) learning the same number of rows.
+(``Race.grid(8, 1)``, without its own test) learning the same number of rows;
+and, since a race runs the test once per batch, the race learning one row a
+call with its test against without it.
 
     python bench/drift.py              # 100 streams per rate, about a minute
     python bench/drift.py --streams 10
@@ -71,7 +73,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     X = rng.normal(size=(100_000, 8))
     y = (X[:, 0] + X[:, 1] > 0).astype(float)
-    race, detector = Race.grid(8, 1, seed=0), DriftDetector()
+    race, detector = Race.grid(8, 1, seed=0, drift=None), DriftDetector()
     result = race.learn(X, y)  # compiled (or loaded from cache) before timing
     detector.update(result.predicted, result.actual)
     watching, learning = [], []
@@ -86,6 +88,21 @@ def main() -> None:
           f"{statistics.median(learning) / len(X) * 1e9:,.0f}), "
           f"{statistics.median(w / l for w, l in zip(watching, learning)):.2%} of the default race's "
           "learning of the same rows (median of 7 alternated pairs)")
+    # A race learning a row a call pays the test's call every row.
+    races = [Race.grid(8, 1, seed=0), Race.grid(8, 1, seed=0, drift=None)]
+    rows = [(races[0].check_inputs(X[i:i + 1]), races[0].check_targets(y[i:i + 1], 1))
+            for i in range(2000)]
+    seconds = [[], []]
+    for _ in range(7):
+        for race, spent in zip(races, seconds):
+            start = time.perf_counter()
+            for row in rows:
+                race.learn_checked(*row)
+            spent.append(time.perf_counter() - start)
+    print(f"a race learning one row a call: {statistics.median(seconds[0]) / len(rows) * 1e6:.1f} us "
+          f"a call with its test, {statistics.median(seconds[1]) / len(rows) * 1e6:.1f} without; "
+          f"ratio {statistics.median(a / b for a, b in zip(*seconds)):.3f} (median of 7 alternated "
+          "pairs of 2,000 calls)")
 
 
 if __name__ == "__main__":

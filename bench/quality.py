@@ -38,14 +38,17 @@ last 500 rows, all after P, regains 95 % of its level over the 500 rows before
 P; at least 500; "never" if not within the stream), and microseconds per
 sample (learning and predicting; ours / River's best as a speed-up: on a stream
 shorter than ``SHORT`` rows every model runs ``ROUNDS`` times, ours first in
-each round, and the speed-up is the median of the rounds' ratios). Our drift
-detector (``streammlp.drift``) is also run over the race's prequential record:
-how many drifts, and the first after P.
+each round, and the speed-up is the median of the rounds' ratios). The race's
+drift detector (``Race(drift=...)``, on by default in classification) reports
+how many drifts, and the first after P. ``--reseed 2,4`` also runs, on each
+classification stream, the race re-seeding its weakest k members on each drift
+(``Race(reseed=k)``): score, recovery, drifts and time, beside the default.
 
     pip install -e '.[bench]'
     python bench/quality.py            # everything: many minutes (River is slow)
     python bench/quality.py --quick    # 10,000 samples per synthetic stream
     python bench/quality.py --only Sine,STAGGER
+    python bench/quality.py --reseed 2,4,8   # and races re-seeding k members on a drift
 
 Timings are printed, never asserted: the machine is shared and noisy.
 """
@@ -64,8 +67,8 @@ from typing import Callable
 import numpy as np
 
 from race import signal_stream, sklearn_stream  # bench/race.py: the loaders it already has
-from streammlp import DriftDetector, Race, signals
-from streammlp.race import LINEAR_LRS
+from streammlp import Race, RaceResult, signals
+from streammlp.race import LINEAR_LRS, RESEED
 
 SAMPLES = 50_000  # first samples of each synthetic stream; --quick uses 10,000
 SEED = 42  # every River generator and drift stream
@@ -162,19 +165,29 @@ def streams(n: int) -> list[tuple[str, Callable[[], Stream]]]:
 
 # -- models: each gives per-row scores (correct 0/1, or absolute error) and seconds ------------
 
-def ours(stream: Stream, linear=LINEAR_LRS) -> tuple[np.ndarray, float, np.ndarray]:
-    """Per-row scores, seconds, and the race's prequential record's errors (for the detector)."""
+def ours(stream: Stream, linear=LINEAR_LRS, reseed=RESEED, at_change: bool = False
+         ) -> tuple[np.ndarray, float, RaceResult]:
+    """Per-row scores, seconds, and the race's result (its drifts; None in regression).
+    ``at_change``: the race also re-seeds at the known abrupt drift's row, as if a detector
+    had found it there at once (the most re-seeding could buy)."""
     d = stream.X.shape[1]
+    grid = dict(linear=linear, reseed=reseed, seed=0)
     if stream.regression:
-        race = Race.grid(d, 1, output="identity", loss="sse", linear=linear, seed=0)
+        race = Race.grid(d, 1, output="identity", loss="sse", **grid)
         targets = stream.y
     elif stream.classes == 2:
-        race, targets = Race.grid(d, 1, linear=linear, seed=0), stream.y.astype(float)
+        race, targets = Race.grid(d, 1, **grid), stream.y.astype(float)
     else:
-        race, targets = Race.grid(d, stream.classes, linear=linear, seed=0), stream.y
+        race, targets = Race.grid(d, stream.classes, **grid), stream.y
     copy.deepcopy(race).learn(stream.X[:1], targets[:1])  # compiled, not timed
     start = time.perf_counter()
-    result = race.learn(stream.X, targets)
+    if at_change:
+        at = stream.drift_at
+        before = race.learn(stream.X[:at], targets[:at])
+        race._reseed(at)
+        result = RaceResult.joined([before, race.learn(stream.X[at:], targets[at:])])
+    else:
+        result = race.learn(stream.X, targets)
     seconds = time.perf_counter() - start
     if stream.regression:  # sample_loss is FE²/2 of the one output
         return np.sqrt(2 * result.sample_loss), seconds, None
@@ -233,7 +246,11 @@ def main() -> None:
                         help=f"samples per synthetic stream (default {SAMPLES:,})")
     parser.add_argument("--only", default="",
                         help="comma-separated stream names, or substrings of them")
+    parser.add_argument("--reseed", default="",
+                        help="comma-separated counts of members to re-seed on a drift: each a "
+                             f"race scored beside the default (reseed={RESEED})")
     args = parser.parse_args()
+    variants = [int(k) for k in args.reseed.split(",") if k.strip()]
     n = args.samples or (10_000 if args.quick else SAMPLES)
     if n < 4 * WINDOW:
         parser.error(f"--samples {n}; expected at least {4 * WINDOW}")
@@ -274,19 +291,37 @@ def main() -> None:
         if stream.drift_at is not None:
             line["recovery"] = {m: recovery(scores[m], stream.drift_at) for m in ("ours", best)}
         if record is not None:
-            drifts = DriftDetector().update(record.predicted, record.actual).rows
-            after = drifts[drifts >= stream.drift_at] if stream.drift_at is not None else drifts[:0]
-            line["drifts"] = (len(drifts), int(after[0] - stream.drift_at) if len(after) else None)
+            line["drifts"] = detected(record, stream)
+        # The race re-seeding k members on a drift, beside the default: scores (a classifier
+        # race's; a regression race is not watched, so it is the default's), recovery, time.
+        for k in [] if stream.regression else variants:
+            score, secs, result = ours(stream, reseed=k)
+            variant = {"mean": float(score.mean()), "drifts": detected(result, stream),
+                       "us": secs / len(stream.X) * 1e6,
+                       "win": bool(score.mean() >= means[best])}
+            if stream.drift_at is not None:
+                variant["recovery"] = recovery(score, stream.drift_at)
+                score = ours(stream, reseed=k, at_change=True)[0]
+                variant["at_change"] = (float(score.mean()), recovery(score, stream.drift_at))
+            line.setdefault("reseed", {})[k] = variant
         rows.append(line)
         print(describe(line), file=sys.stderr, flush=True)  # progress
     report(rows, peers_of=lambda r: [m for m in r["means"] if m != "ours"])
+
+
+def detected(result: RaceResult, stream: Stream) -> tuple[int, int | None]:
+    """How many drifts the race detected, and the rows from the known abrupt drift to the
+    first detected after it (None: none, or no known drift)."""
+    drifts = result.drifts.rows
+    after = drifts[drifts >= stream.drift_at] if stream.drift_at is not None else drifts[:0]
+    return len(drifts), int(after[0] - stream.drift_at) if len(after) else None
 
 
 def describe(r: dict) -> str:
     """One stream's figures on one line (the progress; a cut-short run keeps them)."""
     figures = " ".join(f"{m} {v:.4f}" for m, v in r["means"].items())
     us = " ".join(f"{m} {v:.1f}" for m, v in r["us"].items())
-    extra = "".join(f"; {k} {r[k]}" for k in ("recovery", "drifts") if k in r)
+    extra = "".join(f"; {k} {r[k]}" for k in ("recovery", "drifts", "reseed") if k in r)
     return (f"{r['stream']}: {r['metric']} {figures}; best River {r['best']}, "
             f"{'win' if r['win'] else 'LOSS'}; us/sample {us}; speed-up {r['speed']:.1f}x; "
             f"linear members cost x{r['linear']:.2f}{extra}")
@@ -331,6 +366,31 @@ def report(rows: list[dict], peers_of) -> None:
     tenfold = sum(r["speed"] >= 10 for r in rows)
     print(f"Ours is at least 10x faster per sample than River's best model on {tenfold} of {len(rows)} "
           "streams.")
+    reseeding = [r for r in rows if "reseed" in r]
+    if reseeding:
+        ks = list(reseeding[0]["reseed"])
+        print(f"\nRe-seeding the weakest k members on each drift (k = {ks}), against the default "
+              f"(reseed={RESEED}): score, win against River's best, recovery after the abrupt "
+              "drift, drifts detected, us/sample:")
+        wins = {k: sum(r["reseed"][k]["win"] for r in reseeding) for k in ks}
+        for r in reseeding:
+            cells = "  ".join(
+                f"k={k}: {v['mean']:.4f} {'win' if v['win'] else 'LOSS'} "
+                f"{_rec(v['recovery']) if 'recovery' in v else '-':>6} {v['drifts'][0]} "
+                f"{v['us']:.1f}us" for k, v in r["reseed"].items())
+            rec = f"{_rec(r['recovery']['ours']):>6}" if "recovery" in r else f"{'-':>6}"
+            print(f"{r['stream']:<22} default {r['means']['ours']:.4f} {rec} {r['drifts'][0]}  "
+                  f"{cells}")
+        print("The same, re-seeding also at the known abrupt drift's row (as if detected at "
+              "once): score, recovery")
+        for r in [r for r in reseeding if "recovery" in r]:
+            print(f"{r['stream']:<22} default {r['means']['ours']:.4f} "
+                  f"{_rec(r['recovery']['ours']):>6}  " + "  ".join(
+                      f"k={k}: {v['at_change'][0]:.4f} {_rec(v['at_change'][1]):>6}"
+                      for k, v in r["reseed"].items()))
+        print("Classification streams won, of " + f"{len(reseeding)}: default "
+              f"{sum(r['win'] for r in reseeding)}, "
+              + ", ".join(f"k={k} {w}" for k, w in wins.items()))
     others = [r for r in rows if "drifts" in r and "recovery" not in r]
     if others:
         print("\nDrifts our detector reported on the race's errors, streams without a known abrupt drift: "

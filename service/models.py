@@ -10,7 +10,8 @@ Publishing and the model-specific control ops differ, and live here too.
 Both watch each classifier's prequential errors for concept drift
 (``streammlp.drift``, a Page-Hinkley test per model) and publish a ``drift``
 event for each drift detected, named by the model's version at the row where
-it was detected.
+it was detected. A race watches itself (``Race(drift=...)``): its drifts, and
+the members it re-seeded on each, come with its figures.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from streammlp import protocol
 from streammlp.drift import DriftDetector, Drifts
 from streammlp.fleet import Fleet, RaceFleet
 from streammlp.network import MLP, InputError, Prequential, classify
-from streammlp.race import Race
+from streammlp.race import RECENT_DRIFTS, Race  # as many latest drifts as a race keeps
 
 # Models whose weights and figures are published per second at most (a tick sends its share):
 # each costs two messages and ~30 us, so publishing stays a few % of the service's time
@@ -34,12 +35,13 @@ MODELS_PAGE = 100  # models a `models` request lists by default ...
 MAX_MODELS_PAGE = 1000  # ... and at most
 CLEAN = np.iinfo(np.int64).max  # a model not changed since its last publish
 SORTS = ("model", "samples", "accuracy", "ew_accuracy", "ew_loss")  # `models` sort keys
-RECENT_DRIFTS = 16  # versions of the latest drifts the `metrics` message carries
 
 
 class _Drift:
     """Drift detection over the models' prequential errors, and its events.
 
+    Networks are watched here, a test per model; a race (one, or one per key)
+    watches itself, and its results carry its drifts and its reaction.
     Regression models (identity outputs) have no error stream of 0s and 1s and
     are not watched.
     """
@@ -49,38 +51,45 @@ class _Drift:
         self.detector = None
         self.drifts = 0  # detected since the service started
         self.recent: list[int] = []  # versions of the latest drifts (one model's)
-        if model.output == "identity":
+        if saved:
+            self.recent = list(saved["recent"])
+        if model.output == "identity" or isinstance(model, Race):
             return
         # Resumed, the test goes on from the checkpoint's statistics, as if never stopped.
         self.detector = (DriftDetector.from_state(saved["detector"]) if saved
                          else DriftDetector(models=0))
         self.detector.grow(len(seen), np.asarray(seen)[len(self.detector.state):])
-        if saved:
-            self.recent = list(saved["recent"])
         DriftDetector().update([0], [0])  # compiled now, not on the first sample
 
     def observe(self, result: Prequential, slots: np.ndarray | None, keys: list[str] | None,
                 undone: np.ndarray | None) -> None:
-        """Run the rows kept of a learned batch through the detector; an event per drift."""
-        if self.detector is None or not result.n:
-            return
-        if slots is not None:
-            if undone is not None:
-                slots = slots[~undone]
-            self.detector.grow(len(keys))
-        drifts: Drifts = self.detector.update(result.predicted, result.actual, slots)
-        for slot, version in zip(drifts.slots.tolist(), drifts.seen.tolist()):
+        """An event per drift of a learned batch: the race's, or those of the rows kept run
+        through the detector."""
+        if self.detector is not None and result.n:
+            if slots is not None:
+                if undone is not None:
+                    slots = slots[~undone]
+                self.detector.grow(len(keys))
+            drifts: Drifts = self.detector.update(result.predicted, result.actual, slots)
+        else:
+            drifts = getattr(result, "drifts", None)  # a race's (None: not watched)
+            if drifts is None or not len(drifts):
+                return
+        for j, (slot, version) in enumerate(zip(drifts.slots.tolist(), drifts.seen.tolist())):
             extra = {} if keys is None else {"model": keys[slot]}
+            if drifts.reseeded and drifts.reseeded[j]:  # the race's reaction
+                extra["reseeded"] = list(drifts.reseeded[j])
             self.send(protocol.EVENTS, protocol.event_body(
                 "drift", version=version, detector="page_hinkley", **extra))
             self.drifts += 1
             self.recent = (self.recent + [version])[-RECENT_DRIFTS:]
 
-    def state(self) -> dict | None:
-        """What a checkpoint keeps (None: nothing watched)."""
-        if self.detector is None:
-            return None
-        return {"detector": self.detector.state_dict(), "recent": list(self.recent)}
+    def state(self) -> dict:
+        """What a checkpoint keeps (a race keeps its detector itself)."""
+        saved = {"recent": list(self.recent)}
+        if self.detector is not None:
+            saved["detector"] = self.detector.state_dict()
+        return saved
 
     def figures(self) -> dict:
         """What the ``metrics`` message says of drift: how many since the service started, and

@@ -75,14 +75,19 @@ class PageHinkley:
 @dataclass(frozen=True)
 class Drifts:
     """The drifts one batch revealed: for each, the batch ``row`` where it was detected,
-    the model (``slot``) and ``seen``, that model's rows seen up to and including it."""
+    the model (``slot``) and ``seen``, that model's rows seen up to and including it; of a
+    race's drifts, also the members it ``reseeded`` at each (empty: none)."""
 
     rows: np.ndarray
     slots: np.ndarray
     seen: np.ndarray
+    reseeded: tuple[tuple[int, ...], ...] = ()
 
     def __len__(self) -> int:
         return len(self.rows)
+
+
+NO_DRIFTS = Drifts(*(np.zeros(0, dtype=np.int64) for _ in range(3)))
 
 
 @njit(inline="always", **JIT)
@@ -177,12 +182,17 @@ class DriftDetector:
         if predicted.shape != actual.shape or predicted.ndim != 1:
             raise ValueError(f"predicted of shape {predicted.shape} and actual of shape "
                              f"{actual.shape}; expected two 1-D arrays of the same length")
-        slots = self._slots(slots, len(predicted))
+        return self.update_checked(predicted, actual, self._slots(slots, len(predicted)))
+
+    def update_checked(self, predicted: np.ndarray, actual: np.ndarray,
+                       slots: np.ndarray) -> Drifts:
+        """:meth:`update` for int64 arrays that are known to fit (a race's own record, each
+        batch): no checks."""
         found = np.empty(len(predicted), dtype=np.int64)
         p = self.settings
         count = _detect_prequential(self.state, slots, predicted, actual, p.delta, p.threshold,
                                     p.alpha, p.min_instances, found)
-        return self._drifts(found[:count], slots)
+        return self._drifts(found[:count], slots) if count else NO_DRIFTS
 
     def update_errors(self, x, slots: np.ndarray | None = None) -> Drifts:
         """Run any stream of numbers ``x`` (one per row, model ``slots[i]``) through the test."""

@@ -22,6 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from . import kernels
+from .drift import NO_DRIFTS, Drifts
 from .network import ACTIVATIONS, LOSSES, MLP, OUTPUTS, InputError, Prequential, initialise
 from .protocol import check_key
 from .race import Race
@@ -47,14 +48,18 @@ class FleetResult(Prequential):
     A model whose parameters a call leaves non-finite is restored to its state
     from before the call; its rows of the call are ``undone`` (a bool per row
     of the call, or None when nothing was) and count in no figure here: the
-    per-row arrays hold the kept rows, in order.
+    per-row arrays hold the kept rows, in order. A :class:`RaceFleet`'s races
+    watch themselves for drift: their ``drifts`` (row of the call, slot,
+    version and members re-seeded of each, in row order; None for a
+    :class:`Fleet`, whose models are watched by whoever trains them).
     """
 
     undone: np.ndarray | None = None
+    drifts: Drifts | None = None
 
     @classmethod
     def of(cls, sse: float, sample_loss: np.ndarray, predicted: np.ndarray, actual: np.ndarray,
-           undone: np.ndarray) -> "FleetResult":
+           undone: np.ndarray, drifts: Drifts | None = None) -> "FleetResult":
         if undone.any():
             kept = ~undone
             sample_loss, predicted, actual = sample_loss[kept], predicted[kept], actual[kept]
@@ -62,7 +67,7 @@ class FleetResult(Prequential):
             undone = None
         return cls(n=len(sample_loss), sse=sse, loss=float(sample_loss.sum()),
                    correct=int(np.count_nonzero(predicted == actual)), sample_loss=sample_loss,
-                   predicted=predicted, actual=actual, undone=undone)
+                   predicted=predicted, actual=actual, undone=undone, drifts=drifts)
 
 
 @dataclass(frozen=True)
@@ -339,6 +344,7 @@ class RaceFleet(_Keys):
         predicted, actual = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
         undone = np.zeros(n, dtype=np.bool_)
         sse, alpha = 0.0, 1.0 / self.window
+        found = []  # each race's drifts: (fleet row, slot, version, members re-seeded)
         for s in np.unique(slots):  # each model's rows, in their order
             rows = np.flatnonzero(slots == s)
             race, saved = self.races[s], self.races[s].state()
@@ -353,7 +359,14 @@ class RaceFleet(_Keys):
             hits = (result.predicted == result.actual).astype(float)
             self.ew_loss[s] = float(kernels.ewma(result.sample_loss, self.ew_loss[s], alpha))
             self.ew_accuracy[s] = float(kernels.ewma(hits, self.ew_accuracy[s], alpha))
-        return FleetResult.of(sse, sample_loss, predicted, actual, undone)
+            d = result.drifts
+            found += zip(rows[d.rows].tolist(), [int(s)] * len(d), d.seen.tolist(), d.reseeded)
+        drifts = NO_DRIFTS
+        if found:
+            at, at_slots, seen, reseeded = zip(*sorted(found))
+            drifts = Drifts(*(np.array(v, dtype=np.int64) for v in (at, at_slots, seen)),
+                            reseeded)
+        return FleetResult.of(sse, sample_loss, predicted, actual, undone, drifts)
 
     def net(self, key: str) -> Race:
         return self.races[self.slots[key]]

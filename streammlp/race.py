@@ -8,20 +8,26 @@ members, with no hidden layer, beside one-hidden-layer members: two calls). Each
 member's prequential loss and accuracy are kept over a decaying window, and the member
 with the best figures leads: it answers ``predict``, and its prediction of each
 sample, made before that sample is learned, is the race's prequential score.
+
+A classifier race watches that score for concept drift (a Page-Hinkley test,
+``streammlp.drift``, one compiled call per batch) and may react to a drift by
+re-seeding its weakest members, so that someone is always fresh.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import product
 from typing import Sequence
 
 import numpy as np
 
 from . import checkpoint, kernels
-from .network import ACTIVATIONS, LOSSES, MLP, OUTPUTS, Prequential, _choose, read
+from .drift import NO_DRIFTS, SEEN, DriftDetector, Drifts, PageHinkley
+from .network import ACTIVATIONS, LOSSES, MLP, OUTPUTS, Prequential, _choose, initialise, read
 
 # Learning rates of the default grid. With standardised inputs and cross-entropy, a member
 # at lr 3 led on 23 of 131,226 samples over bench/race.py's eight streams: pure cost.
@@ -43,6 +49,14 @@ THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 
 PARALLEL_WORK = 2_000_000
 # What the members must share to run in one race (they may differ in depth, width and lr).
 SHARED = ("n_inputs", "n_outputs", "activation", "output", "loss", "bias", "dtype", "scale")
+DRIFT = PageHinkley()  # the test watching a race's errors, by default (its own defaults)
+RESEED = 0  # members re-seeded on a drift, by default (bench/README.md: what it bought)
+RECENT_DRIFTS = 16  # drifts a race keeps for summary(): the latest
+# With re-seeding, a batch is learned in passes of at most this many rows, each undone and
+# learned again up to a drift found inside it: a drift costs at most this many rows twice.
+# Large enough that a pass is still shared out among threads (PARALLEL_WORK).
+PASS = 4096
+COUNTERS = ("samples", "sse_total", "loss_total", "correct_total")  # a network's and a race's
 
 
 @dataclass(frozen=True)
@@ -53,7 +67,8 @@ class RaceResult(Prequential):
     the prediction of the member that led before it, ``leaders[n]``; ``leader``
     is the member leading after the batch. The ``member_*`` arrays have a row
     (or entry) per member: :meth:`member` gives one member's figures as it
-    would report them alone.
+    would report them alone. ``drifts`` are the drifts detected in the batch
+    (rows, the race's version at each, the members re-seeded there).
     """
 
     leaders: np.ndarray  # (n,) the member that scored each row
@@ -63,6 +78,31 @@ class RaceResult(Prequential):
     member_correct: np.ndarray  # (members,) rows classified right
     member_sample_loss: np.ndarray  # (members, n)
     member_predicted: np.ndarray  # (members, n)
+    drifts: Drifts
+
+    @classmethod
+    def joined(cls, parts: list["RaceResult"]) -> "RaceResult":
+        """The figures of consecutive batches as those of one."""
+        if len(parts) == 1:
+            return parts[0]
+        starts = np.cumsum([0] + [p.n for p in parts[:-1]])
+
+        def cat(name: str, axis: int = 0) -> np.ndarray:
+            return np.concatenate([getattr(p, name) for p in parts], axis=axis)
+
+        def total(name: str):
+            return sum(getattr(p, name) for p in parts)
+        drifts = Drifts(np.concatenate([p.drifts.rows + at for p, at in zip(parts, starts)]),
+                        np.concatenate([p.drifts.slots for p in parts]),
+                        np.concatenate([p.drifts.seen for p in parts]),
+                        sum((p.drifts.reseeded for p in parts), ()))
+        return cls(n=total("n"), sse=total("sse"), loss=total("loss"), correct=total("correct"),
+                   sample_loss=cat("sample_loss"), predicted=cat("predicted"),
+                   actual=cat("actual"), leaders=cat("leaders"), leader=parts[-1].leader,
+                   member_sse=total("member_sse"), member_loss=total("member_loss"),
+                   member_correct=total("member_correct"),
+                   member_sample_loss=cat("member_sample_loss", 1),
+                   member_predicted=cat("member_predicted", 1), drifts=drifts)
 
     def member(self, k: int) -> Prequential:
         """Member ``k``'s figures of the batch."""
@@ -93,6 +133,20 @@ class Race:
         about equal work (``None``: ``THREADS``, one per usable core). Members
         are independent given the rows, so the results are the same bits
         whatever the number; small batches are trained in one thread.
+    drift
+        The test that watches the race's prequential errors (each row scored by
+        the member leading before it) for concept drift; ``None``: none. A race
+        with ``identity`` outputs (regression) has no 0/1 error stream and is
+        not watched.
+    reseed
+        How many members to re-seed on each drift: the weakest by the ranking
+        (never the leader, so at most all but one). A re-seeded member is
+        re-initialised right after the row where the drift was detected, the
+        race's version ``v``, however the rows were batched: its weights and
+        biases become those of a fresh member built with
+        ``seed=reseed_seed(member.seed, v)``; it keeps its input statistics
+        (shared with the other members) and its windowed figures, from which it
+        climbs. ``0``: drifts are only reported.
 
     Examples
     --------
@@ -109,7 +163,8 @@ class Race:
     """
 
     def __init__(self, members: Sequence[MLP], window: int = WINDOW, by: str = "loss",
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, drift: PageHinkley | None = DRIFT,
+                 reseed: int = RESEED) -> None:
         members = list(members)
         if not members or not all(isinstance(m, MLP) for m in members):
             raise TypeError(f"members={members!r}; expected a non-empty sequence of MLP")
@@ -124,6 +179,14 @@ class Race:
         if int(window) != window or window < 1:
             raise ValueError(f"window={window}; expected a positive whole number of samples")
         _choose("by", by, BY)
+        if drift is not None and not isinstance(drift, PageHinkley):
+            raise TypeError(f"drift={drift!r}; expected a PageHinkley (its settings), or None")
+        if int(reseed) != reseed or reseed < 0:
+            raise ValueError(f"reseed={reseed}; expected a whole number >= 0 of members to "
+                             "re-seed on a drift")
+        if reseed and drift is None:
+            raise ValueError(f"reseed={reseed} reacts to drifts, and drift=None detects none; "
+                             "pass drift=PageHinkley() or reseed=0")
         # A choice of threads travels with the race (its state, so copies and checkpoints);
         # the default stays one per core of whichever machine runs it.
         self._threads_chosen = threads
@@ -169,6 +232,14 @@ class Race:
         self.sse_total = 0.0
         self.loss_total = 0.0
         self.correct_total = 0
+        # Drift: one test on the race's own errors; the latest drifts (version, members
+        # re-seeded) and how many there were.
+        self.reseed = int(reseed)
+        self._drift = drift
+        self.detector = (DriftDetector(drift) if drift is not None and first.output != "identity"
+                         else None)
+        self.recent_drifts: list[dict] = []
+        self.drift_count = 0
 
     @classmethod
     def grid(cls, inputs: int, outputs: int, lrs: Sequence[float] = LRS,
@@ -177,7 +248,8 @@ class Race:
              output: str | None = None, loss: str | None = None, scale: str | None = "standard",
              init: str = "glorot", bias: bool = True, seed: int | None = None,
              dtype: str = "float64", window: int = WINDOW, by: str | None = None,
-             threads: int | None = None) -> "Race":
+             threads: int | None = None, drift: PageHinkley | None = DRIFT,
+             reseed: int = RESEED) -> "Race":
         """A race of one member per hidden width and learning rate (widths outer, lrs inner),
         then one linear member (no hidden layer) per learning rate in ``linear``.
 
@@ -210,7 +282,7 @@ class Race:
         members = [MLP([inputs, *widths, outputs], activation=activation, output=output, loss=loss,
                        lr=lr, bias=bias, init=init, seed=seed, dtype=dtype, scale=scale)
                    for widths, lr in shapes + [([], lr) for lr in linear]]
-        return cls(members, window=window, by=by, threads=threads)
+        return cls(members, window=window, by=by, threads=threads, drift=drift, reseed=reseed)
 
     def __repr__(self) -> str:
         return (f"Race({len(self.members)} members, window={self.window}, by={self.by!r}, "
@@ -287,6 +359,26 @@ class Race:
 
     def learn_checked(self, X: np.ndarray, Y: np.ndarray) -> RaceResult:
         """:meth:`learn` for arrays that :meth:`check_inputs` and :meth:`check_targets` returned."""
+        if not (self.reseed and self.detector):
+            return self._react(self._learn(X, Y))
+        # Members re-seeded on a drift start afresh after its row, however the rows were
+        # batched: a pass that finds a drift before its last row is undone and learned again
+        # up to that row, then the race reacts and goes on from the next.
+        parts, start = [], 0
+        while start < len(X) or not parts:
+            stop = min(len(X), start + PASS)
+            saved = self._snapshot()
+            part = self._learn(X[start:stop], Y[start:stop])
+            if len(part.drifts) and part.drifts.rows[0] < part.n - 1:
+                self._restore(saved)
+                stop = start + int(part.drifts.rows[0]) + 1
+                part = self._learn(X[start:stop], Y[start:stop])
+            parts.append(self._react(part))
+            start = stop
+        return RaceResult.joined(parts)
+
+    def _learn(self, X: np.ndarray, Y: np.ndarray) -> RaceResult:
+        """Train every member on the rows, rank them, and run the drift test (no reaction)."""
         n, K = len(X), len(self.members)
         sample_loss, sample_sse = np.empty((K, n)), np.empty((K, n))
         predicted = np.empty((K, n), dtype=np.int64)
@@ -344,11 +436,60 @@ class Race:
         for k, member in enumerate(self.members):
             member._add(n, sse[k], loss[k], int(correct[k]))
         self._add(n, sse[K], loss[K], int(correct[K]))
+        drifts = (NO_DRIFTS if self.detector is None else
+                  self.detector.update_checked(race_predicted, actual, np.zeros(n, np.int64)))
         return RaceResult(n=n, sse=sse[K], loss=loss[K], correct=int(correct[K]),
                           sample_loss=race_loss, predicted=race_predicted, actual=actual,
                           leaders=leaders, leader=self.leader, member_sse=totals[0, :K],
                           member_loss=totals[1, :K], member_correct=totals[2, :K].astype(np.int64),
-                          member_sample_loss=sample_loss, member_predicted=predicted)
+                          member_sample_loss=sample_loss, member_predicted=predicted, drifts=drifts)
+
+    def _react(self, result: RaceResult) -> RaceResult:
+        """Keep the batch's drifts, re-seeding at each (see ``reseed``); the result with the
+        members re-seeded. With re-seeding, a drift is only ever at a batch's last row."""
+        if not len(result.drifts):
+            return result
+        reseeded = []
+        for version in result.drifts.seen.tolist():
+            reseeded.append(self._reseed(version))
+            self.recent_drifts = (self.recent_drifts + [
+                {"version": version, "reseeded": list(reseeded[-1])}])[-RECENT_DRIFTS:]
+            self.drift_count += 1
+        return replace(result, drifts=replace(result.drifts, reseeded=tuple(reseeded)))
+
+    def _reseed(self, version: int) -> tuple[int, ...]:
+        """Re-initialise the ``reseed`` weakest members (by the ranking, never the leader) as
+        fresh members of seed ``reseed_seed(seed, version)`` would start; which they were."""
+        if not self.reseed:
+            return ()
+        loss = np.where(np.isnan(self._figures[0]), np.inf, self._figures[0])
+        keys = (loss,) if self.by == "loss" else (loss, -self._figures[1])
+        order = np.lexsort(keys)  # best first (the last key sorts first; ties by member)
+        order = order[order != self.leader]
+        weakest = sorted(order[len(order) - min(self.reseed, len(order)):].tolist())
+        for k in weakest:
+            member = self.members[k]
+            member.params[...] = 0.0  # biases start at zero, as in MLP
+            initialise(member.weights, member.init, reseed_seed(member.seed, version))
+        return tuple(weakest)
+
+    def _snapshot(self) -> tuple:
+        """What learning a batch changes, to undo it in place (the kernels' views stay valid)."""
+        members = [(m.params.copy(), m._scaler.copy(), m.scaler_count,
+                    *(getattr(m, c) for c in COUNTERS)) for m in self.members]
+        return (members, self._figures.copy(), self._weight, self.leader,
+                tuple(getattr(self, c) for c in COUNTERS), self.detector.state.copy())
+
+    def _restore(self, saved: tuple) -> None:
+        """Undo to a :meth:`_snapshot`."""
+        members, figures, self._weight, self.leader, counters, self.detector.state = saved
+        for m, (params, scaler, scaler_count, *totals) in zip(self.members, members):
+            m.params[...], m._scaler[...], m.scaler_count = params, scaler, scaler_count
+            for name, value in zip(COUNTERS, totals):
+                setattr(m, name, value)
+        self._figures[...] = figures
+        for name, value in zip(COUNTERS, counters):
+            setattr(self, name, value)
 
     def _add(self, n: int, sse: float, loss: float, correct: int) -> None:
         """Count a learned batch of ``n`` rows in the race's running totals."""
@@ -384,7 +525,9 @@ class Race:
 
         Per member: ``lr``, ``layers``, ``ew_loss`` and ``ew_accuracy`` (over the
         decaying window, NaN before any sample), ``loss`` and ``accuracy`` (mean
-        since the start).
+        since the start). A race watched for drift also gives ``drifts`` (how many
+        were detected), ``drift_versions`` (the race's version at each of the latest)
+        and ``reseeded`` (the members re-seeded at each of those).
         """
         ew_loss, ew_accuracy = self.ew_loss, self.ew_accuracy
         members = [{"member": k, "layers": m.layers, "lr": m.lr,
@@ -392,25 +535,40 @@ class Race:
                     "loss": m.loss_total / m.samples if m.samples else float("nan"),
                     "accuracy": m.correct_total / m.samples if m.samples else float("nan")}
                    for k, m in enumerate(self.members)]
-        return {"leader": self.leader, "by": self.by, "window": self.window,
-                "samples": self.samples, "members": members}
+        summary = {"leader": self.leader, "by": self.by, "window": self.window,
+                   "samples": self.samples, "members": members}
+        if self.detector is not None:
+            summary.update(drifts=self.drift_count,
+                           drift_versions=[d["version"] for d in self.recent_drifts],
+                           reseeded=[list(d["reseeded"]) for d in self.recent_drifts])
+        return summary
 
     def spec(self) -> dict:
         """The members' constructor arguments and the race's, enough to rebuild it untrained."""
-        return dict(members=[m.spec() for m in self.members], window=self.window, by=self.by)
+        return dict(members=[m.spec() for m in self.members], window=self.window, by=self.by,
+                    drift=_settings(self._drift), reseed=self.reseed)
 
     def state(self) -> dict:
         """Everything needed to continue exactly: every member's state, the window's figures, the leader."""
-        return dict(kind="race", members=[m.state() for m in self.members], window=self.window,
-                    by=self.by, threads=self._threads_chosen, leader=self.leader,
-                    weight=self._weight, figures=self._figures.copy(), samples=self.samples, sse_total=self.sse_total,
-                    loss_total=self.loss_total, correct_total=self.correct_total)
+        state = dict(kind="race", members=[m.state() for m in self.members],
+                     window=self.window, by=self.by, threads=self._threads_chosen,
+                     leader=self.leader, weight=self._weight, figures=self._figures.copy(),
+                     samples=self.samples, sse_total=self.sse_total, loss_total=self.loss_total,
+                     correct_total=self.correct_total, drift=_settings(self._drift),
+                     reseed=self.reseed)
+        if self.detector is not None:
+            state.update(detector=self.detector.state.copy(), drift_count=self.drift_count,
+                         recent_drifts=copy.deepcopy(self.recent_drifts))
+        return state
 
     @classmethod
     def from_state(cls, state: dict) -> "Race":
         """Rebuild a race from :meth:`state`."""
+        drift = state.get("drift", vars(DRIFT))  # a race saved before races watched drift
         race = cls([MLP.from_state(s) for s in state["members"]], window=state["window"],
-                   by=state["by"], threads=state.get("threads"))
+                   by=state["by"], threads=state.get("threads"),
+                   drift=None if drift is None else PageHinkley(**drift),
+                   reseed=state.get("reseed", 0))
         figures = np.asarray(state["figures"], dtype=np.float64)
         if figures.shape != race._figures.shape:
             raise ValueError(f"figures of shape {figures.shape} do not fit a race of "
@@ -424,6 +582,16 @@ class Race:
         race.sse_total = float(state["sse_total"])
         race.loss_total = float(state["loss_total"])
         race.correct_total = int(state["correct_total"])
+        if race.detector is not None:
+            if "detector" in state:  # the test goes on from its statistics, as if never stopped
+                race.detector = DriftDetector.from_state({"settings": drift,
+                                                          "state": state["detector"]})
+                race.recent_drifts = [{"version": int(d["version"]),
+                                       "reseeded": [int(k) for k in d["reseeded"]]}
+                                      for d in state["recent_drifts"]]
+                race.drift_count = int(state["drift_count"])
+            else:
+                race.detector.state[:, SEEN] = race.samples
         return race
 
     # copy.deepcopy and pickle go through the state, like MLP's.
@@ -447,6 +615,22 @@ class Race:
         if not isinstance(race, Race):
             raise ValueError(f"{os.fspath(path)} holds one network, not a race; read it with MLP.load")
         return race
+
+
+def _settings(drift: PageHinkley | None) -> dict | None:
+    """A drift test's settings as a plain dict (None: no test), for specs and files."""
+    return None if drift is None else vars(drift).copy()
+
+
+def reseed_seed(seed: int | None, version: int) -> int:
+    """The seed a member of seed ``seed`` is re-initialised from after a drift detected at the
+    race's ``version`` (``seed`` None counts as 0): the first 64-bit word of NumPy's
+    ``SeedSequence([seed, version])``.
+
+    >>> reseed_seed(0, 25_318) == reseed_seed(None, 25_318) != reseed_seed(0, 25_319)
+    True
+    """
+    return int(np.random.SeedSequence([seed or 0, version]).generate_state(1, np.uint64)[0])
 
 
 def _groups(work: list[int], count: int) -> list[np.ndarray]:

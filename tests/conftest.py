@@ -24,6 +24,19 @@ def seed_stream(n: int, seed: int = 0):
     return X, (X[:, 0] >= 0).astype(float)
 
 
+CHANGE = 10_000  # the row where changing_stream's concept changes
+
+
+def changing_stream(n: int = 2 * CHANGE, seed: int = 0, change: int | None = CHANGE):
+    """3-D points, class 1 when x0 >= 0; from row ``change`` on, when x0 * x1 >= 0: a concept
+    a race must relearn (half the rows change class), where it reports a drift (a flip of the
+    labels it relearns too fast: its errors never add up to a detection)."""
+    X = np.random.default_rng(seed).uniform(-1, 1, (n, 3))
+    y = np.where(np.arange(n) < (n if change is None else change), X[:, 0] >= 0,
+                 X[:, 0] * X[:, 1] >= 0)
+    return X, y.astype(float)
+
+
 def batches(n: int, sizes=(1, 7, 64, 300)):
     """Split ``range(n)`` into consecutive slices of cycling sizes."""
     start, i = 0, 0

@@ -5,9 +5,9 @@ import time
 import numpy as np
 import pytest
 
-from streammlp import MLP, DriftDetector, model_seed
+from streammlp import MLP, DriftDetector, Race, model_seed
 from streammlp.client import Control, Producer, Subscriber
-from conftest import running_service
+from conftest import changing_stream, running_service
 
 ARGS = ("--layers", "3,8,1", "--lr", "0.5", "--seed", "0", "--publish-every-ms", "20")
 RECV_TIMEOUT = 10.0
@@ -95,6 +95,31 @@ def test_keyed_models_drift_on_their_own():
         assert [(e["model"], e["version"]) for e in found] == [("flips", v) for v in expected]
         assert control.stats()["drifts"] == len(expected)
 
+
+
+def test_a_served_race_reports_its_own_drifts_and_reaction():
+    """A race watches itself (one test, its own): the service's events, metrics and the race's
+    summary give the drifts, and any members re-seeded, of the same race trained in process."""
+    X, y = changing_stream()
+    race = Race.grid(3, 1, seed=0)  # what --race --layers 3,1 --seed 0 serves
+    race.learn(X, y)
+    expected = race.summary()
+    assert expected["drifts"] >= 1
+    with running_service("--layers", "3,1", "--race", "--seed", "0", "--publish-every-ms", "20") \
+            as s, Control(s.control, timeout=RECV_TIMEOUT) as control, \
+            Subscriber(s.publish, topics=("events",), timeout=RECV_TIMEOUT) as events:
+        time.sleep(0.2)
+        with Producer(s.ingest) as producer:
+            for start in range(0, len(X), 2000):
+                producer.send(X[start:start + 2000], y[start:start + 2000])
+        wait_for(control, len(X))
+        found = drift_events(events, expected["drifts"])
+        stats = control.stats()
+    assert [e["version"] for e in found] == expected["drift_versions"] == stats["drift_versions"]
+    assert [e.get("reseeded", []) for e in found] == expected["reseeded"]
+    assert stats["drifts"] == expected["drifts"]
+    assert {k: stats["race"][k] for k in ("drifts", "drift_versions", "reseeded")} == \
+        {k: expected[k] for k in ("drifts", "drift_versions", "reseeded")}
 
 
 def test_rows_undone_by_divergence_are_not_watched():

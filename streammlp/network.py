@@ -325,7 +325,8 @@ class MLP:
                 raise InputError("shape", f"y is 1-D {y.dtype} but the network has {k} outputs; pass "
                                  f"integer class labels 0..{k - 1} or an ({n}, {k}) array")
             Y = np.zeros((n, k), dtype=self.params.dtype)
-            i = kernels.one_hot(y.astype(np.int64, copy=False), Y)  # (a wrapped uint64 is < 0)
+            # A writeable C copy, as one_hot was compiled for; a wrapped uint64 is < 0.
+            i = kernels.one_hot(np.array(y, dtype=np.int64), Y)
             if i >= 0:
                 raise InputError("label", f"label {y[i]} at row {i} is out of range; this network has "
                                  f"{k} classes, 0..{k - 1}")
@@ -487,9 +488,10 @@ def _ready(X, y, width: int, outputs: int, dtype: np.dtype) -> np.ndarray | None
     if type(X) is not np.ndarray or type(y) is not np.ndarray or X.dtype != dtype:
         return None
     n = len(X)
-    if not n or X.shape != (n, width) or not X.flags.carray:  # carray: C order, writeable
+    # carray: C order and writeable, as the compiled code was built for (else it compiles again)
+    if not n or X.shape != (n, width) or not X.flags.carray or not y.flags.carray:
         return None
-    if y.dtype == dtype and y.flags.carray:
+    if y.dtype == dtype:
         if y.shape == (n, outputs):
             return y
         return y.reshape(n, 1) if y.shape == (n,) and outputs == 1 else None

@@ -487,13 +487,12 @@ def rank(sample_loss, sample_sse, predicted, actual, figures, weight, alpha, lea
     *before* row ``n``, whose prediction is the race's: ``race_loss[n]``,
     ``race_predicted[n]``. The leader changes when another member's figures are
     strictly better (``by``: lowest loss, or highest accuracy then lowest loss).
-    Rows 1 and 2 of ``totals`` (3, members + 1) receive each member's summed
-    loss and correct rows, then the race's (row 0, ΣFE², is the members' own
-    already; the race's is added). Returns the new ``weight`` and leader.
+    Column ``members`` of ``totals`` (3, members + 1) receives the race's ΣFE²,
+    summed loss and correct rows (the members' columns are their own already,
+    from the training kernel). Returns the new ``weight`` and leader.
     """
     n_members = sample_loss.shape[0]
-    totals[1:, :] = 0.0
-    totals[0, n_members] = 0.0
+    totals[:, n_members] = 0.0
     for n in range(sample_loss.shape[1]):
         # The race's prediction of row n: that of the member leading before it.
         leaders[n] = leader
@@ -507,8 +506,6 @@ def rank(sample_loss, sample_sse, predicted, actual, figures, weight, alpha, lea
         step = 1.0 / weight
         for k in range(n_members):
             hit = 1.0 if predicted[k, n] == actual[n] else 0.0
-            totals[1, k] += sample_loss[k, n]
-            totals[2, k] += hit
             figures[0, k] += (sample_loss[k, n] - figures[0, k]) * step
             figures[1, k] += (hit - figures[1, k]) * step
         for k in range(n_members):
@@ -531,8 +528,8 @@ def racer(hidden: int, output: int, loss: int, scale: bool, one_hidden: bool, dt
     ``scale``, a member in ``shared`` reads the rows already standardised in
     ``Z`` (see :func:`standardise_shared`), any other standardises ``X`` with
     its own statistics. Member ``k``'s per-row figures go to row ``k`` of
-    ``sample_loss``, ``sample_sse`` and ``predicted``, its ΣFE² to
-    ``totals[0, k]``. Members are independent given the rows, so groups of
+    ``sample_loss``, ``sample_sse`` and ``predicted``, its ΣFE², summed loss
+    and correct rows to ``totals[:, k]``. Members are independent given the rows, so groups of
     them can run in parallel threads (the kernel releases the GIL), each with
     its own work buffers; then :func:`rank` ranks them.
     """
@@ -546,15 +543,15 @@ def racer(hidden: int, output: int, loss: int, scale: bool, one_hidden: bool, dt
             own = scale and not shared[k]  # standardise with its own statistics, row by row
             if one_hidden:
                 (W1, W2), (b1, b2) = Wss[k], bss[k]
-                totals[0, k] = _learn_rows_one_hidden(
+                totals[0, k], totals[1, k], totals[2, k] = _learn_rows_one_hidden(
                     hidden, output, loss, own, True, W1, b1, W2, b2, use_bias, lrs[k],
                     X if own else Z, Y, scalers[k], counts[k], s_pre, s_post, delta,
-                    sample_loss[k], sample_sse[k], predicted[k], actual, one)[0]
+                    sample_loss[k], sample_sse[k], predicted[k], actual, one)
             else:
-                totals[0, k] = _learn_rows(hidden, output, loss, own, True, Wss[k], bss[k],
-                                           use_bias, lrs[k], X if own else Z, Y, scalers[k],
-                                           counts[k], s_pre, s_post, delta, sample_loss[k],
-                                           sample_sse[k], predicted[k], actual, one)[0]
+                totals[0, k], totals[1, k], totals[2, k] = _learn_rows(
+                    hidden, output, loss, own, True, Wss[k], bss[k], use_bias, lrs[k],
+                    X if own else Z, Y, scalers[k], counts[k], s_pre, s_post, delta,
+                    sample_loss[k], sample_sse[k], predicted[k], actual, one)
 
     return train
 

@@ -398,7 +398,7 @@ class Race:
             records = [(sample_loss, sample_sse, predicted, totals)]
         else:
             records = [(np.empty((len(ks), n)), np.empty((len(ks), n)),
-                        np.empty((len(ks), n), dtype=np.int64), np.empty((1, len(ks))))
+                        np.empty((len(ks), n), dtype=np.int64), np.empty((3, len(ks))))
                        for ks in self._depths]
         depth_counts = [counts[ks] for ks in self._depths]
         depth_shared = [shared[ks] for ks in self._depths]
@@ -426,7 +426,7 @@ class Race:
         if len(self._depths) > 1:
             for ks, (loss_d, sse_d, predicted_d, totals_d) in zip(self._depths, records):
                 sample_loss[ks], sample_sse[ks], predicted[ks] = loss_d, sse_d, predicted_d
-                totals[0, ks] = totals_d[0]
+                totals[:, ks] = totals_d
         self._weight, leader = kernels.rank(sample_loss, sample_sse, predicted, actual,
                                             self._figures, self._weight, 1.0 / self.window,
                                             self.leader, BY[self.by], leaders, race_loss,

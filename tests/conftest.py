@@ -1,5 +1,7 @@
 """Shared test helpers."""
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -54,6 +56,26 @@ def windowed(values, window):
         w = decay ** np.arange(t - 1, -1, -1)
         out[t] = w @ values[:t] / w.sum()
     return out
+
+
+def assert_members_learn_as_alone(race, X, y) -> None:
+    """Every member of ``race``, learning ``X``/``y`` in the batches of :func:`batches`, gives
+    each batch's figures and ends with the bits (parameters, scaler, totals) of a copy of it
+    learning alone, ``MLP.learn`` on the same rows: the race's oracle."""
+    alone = [copy.deepcopy(m) for m in race.members]
+    for rows in batches(len(X)):
+        result = race.learn(X[rows], y[rows])
+        for k, net in enumerate(alone):
+            own = net.learn(X[rows], y[rows])
+            member = result.member(k)
+            assert np.array_equal(member.sample_loss, own.sample_loss)
+            assert np.array_equal(member.predicted, own.predicted)
+            assert member.correct == own.correct and member.sse == pytest.approx(own.sse, rel=1e-12)
+    for member, net in zip(race.members, alone):  # the same bits (1e-12 is the issue's bar)
+        assert np.array_equal(member.params, net.params)
+        assert member.samples == net.samples == len(X)
+        assert member.correct_total == net.correct_total
+        assert np.array_equal(member._scaler, net._scaler) and member.scaler_count == net.scaler_count
 
 
 def assert_ranked(race, results, window: int, by: str):

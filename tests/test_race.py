@@ -8,7 +8,7 @@ import pytest
 
 import streammlp.race as race_module
 from streammlp import MLP, Race, read
-from conftest import CLASSIFIER, assert_ranked, batches
+from conftest import CLASSIFIER, assert_members_learn_as_alone, assert_ranked, batches
 
 
 # Not the full product of scaling, dtype and depth: each combination compiles a race kernel and
@@ -26,24 +26,9 @@ ONE_HIDDEN, TWO_HIDDEN = (8, 32), ((6, 4), (3, 9))
 ], ids=["standard-float64-1", "None-float64-1", "standard-float32-2"])
 def test_each_member_learns_exactly_as_it_would_alone(scale, dtype, hidden, rng):
     race = Race.grid(5, 3, hidden=hidden, scale=scale, dtype=dtype, seed=7, **CLASSIFIER)
-    alone = [copy.deepcopy(m) for m in race.members]
-    X = rng.normal(size=(1500, 5)) * [1, 10, 0.1, 1, 100]
-    y = rng.integers(0, 3, 1500)
-    for rows in batches(len(X)):
-        result = race.learn(X[rows], y[rows])
-        for k, net in enumerate(alone):
-            own = net.learn(X[rows], y[rows])
-            member = result.member(k)
-            assert np.array_equal(member.sample_loss, own.sample_loss)
-            assert np.array_equal(member.predicted, own.predicted)
-            assert member.correct == own.correct and member.sse == pytest.approx(own.sse, rel=1e-12)
     assert len(race.members) == 9  # 6 with a hidden layer, 3 linear: two depths, each exact
-    for member, net in zip(race.members, alone):  # the same bits (1e-12 is the bar)
-        assert np.array_equal(member.params, net.params)
-        assert member.samples == net.samples == 1500 and member.correct_total == net.correct_total
-        if scale:
-            assert member.scaler_count == net.scaler_count
-            assert np.array_equal(member.scaler_mean, net.scaler_mean)
+    X = rng.normal(size=(1500, 5)) * [1, 10, 0.1, 1, 100]
+    assert_members_learn_as_alone(race, X, rng.integers(0, 3, 1500))
 
 
 @pytest.mark.parametrize("scale", [None, "standard"])

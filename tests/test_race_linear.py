@@ -13,7 +13,7 @@ import pytest
 import streammlp.race as race_module
 from streammlp import MLP, Race, read
 from streammlp.race import HIDDEN, LINEAR_LRS, LRS
-from conftest import assert_ranked, batches
+from conftest import assert_members_learn_as_alone, assert_ranked, batches
 
 
 def mixed(dtype, scale, outputs=3):
@@ -33,22 +33,9 @@ def mixed(dtype, scale, outputs=3):
 def test_members_of_every_depth_learn_exactly_as_alone(dtype, scale, threads, rng, monkeypatch):
     monkeypatch.setattr(race_module, "PARALLEL_WORK", 1)  # share out every batch over the threads
     race = Race(mixed(dtype, scale), threads=threads)
-    alone = [copy.deepcopy(m) for m in race.members]
+    assert all(m.params.dtype == np.dtype(dtype) for m in race.members)
     X = rng.normal(size=(1500, 5)) * [1, 10, 0.1, 1, 100]
-    y = rng.integers(0, 3, 1500)
-    for rows in batches(len(X)):
-        result = race.learn(X[rows], y[rows])
-        for k, net in enumerate(alone):
-            own = net.learn(X[rows], y[rows])
-            member = result.member(k)
-            assert np.array_equal(member.sample_loss, own.sample_loss)
-            assert np.array_equal(member.predicted, own.predicted)
-            assert member.correct == own.correct and member.sse == pytest.approx(own.sse, rel=1e-12)
-    for member, net in zip(race.members, alone):  # the same bits
-        assert member.params.dtype == np.dtype(dtype)
-        assert np.array_equal(member.params, net.params)
-        assert member.samples == net.samples == 1500 and member.correct_total == net.correct_total
-        assert np.array_equal(member._scaler, net._scaler) and member.scaler_count == net.scaler_count
+    assert_members_learn_as_alone(race, X, rng.integers(0, 3, 1500))
 
 
 @pytest.mark.parametrize("by", ["loss", "accuracy"])

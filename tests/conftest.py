@@ -78,6 +78,19 @@ def assert_members_learn_as_alone(race, X, y) -> None:
         assert np.array_equal(member._scaler, net._scaler) and member.scaler_count == net.scaler_count
 
 
+def assert_continue_alike(race, loaded, X, y) -> None:
+    """``loaded`` (a race read back from a save of ``race``) and a deep copy of ``race`` say
+    what ``race`` says, then learn ``X``/``y`` to the same leaders, figures and bits."""
+    twin = copy.deepcopy(race)
+    assert loaded.summary() == race.summary() == twin.summary()
+    results = [r.learn(X, y) for r in (race, loaded, twin)]
+    for other, result in zip((loaded, twin), results[1:]):
+        assert other.leader == race.leader and np.array_equal(other.ew_loss, race.ew_loss)
+        assert np.array_equal(result.leaders, results[0].leaders)
+        for a, b in zip(race.members, other.members):
+            assert np.array_equal(a.params, b.params) and np.array_equal(a._scaler, b._scaler)
+
+
 def assert_ranked(race, results, window: int, by: str):
     """A race's windowed figures and leaders after the batches of ``results`` against a batch
     recomputation: after every row t, the leader has the best figures of rows 0..t (on a tie it

@@ -8,7 +8,8 @@ import pytest
 
 import streammlp.race as race_module
 from streammlp import MLP, Race, read
-from conftest import CLASSIFIER, assert_members_learn_as_alone, assert_ranked, batches
+from conftest import (CLASSIFIER, assert_continue_alike, assert_members_learn_as_alone,
+                      assert_ranked, batches)
 
 
 # Not the full product of scaling, dtype and depth: each combination compiles a race kernel and
@@ -136,14 +137,7 @@ def test_save_read_and_deepcopy_continue_identically(tmp_path, rng):
     loaded, extra = read(tmp_path / "race.npz")
     assert isinstance(loaded, Race) and extra == {"rejected": {"shape": 2}}
     assert Race.load(tmp_path / "race.npz").spec() == race.spec() == loaded.spec()
-    twin = copy.deepcopy(race)
-    assert loaded.summary() == race.summary() == twin.summary()
-    results = [r.learn(X[300:], y[300:]) for r in (race, loaded, twin)]
-    for other, result in zip((loaded, twin), results[1:]):
-        assert other.leader == race.leader and np.array_equal(other.ew_loss, race.ew_loss)
-        assert np.array_equal(result.leaders, results[0].leaders)
-        for a, b in zip(race.members, other.members):
-            assert np.array_equal(a.params, b.params) and np.array_equal(a._scaler, b._scaler)
+    assert_continue_alike(race, loaded, X[300:], y[300:])
     MLP([3, 4, 1]).save(tmp_path / "net.npz")
     with pytest.raises(ValueError, match="not a race"):
         Race.load(tmp_path / "net.npz")

@@ -13,7 +13,8 @@ import pytest
 import streammlp.race as race_module
 from streammlp import MLP, Race, read
 from streammlp.race import HIDDEN, LINEAR_LRS, LRS
-from conftest import assert_members_learn_as_alone, assert_ranked, batches
+from conftest import (assert_continue_alike, assert_members_learn_as_alone, assert_ranked,
+                      batches)
 
 
 def mixed(dtype, scale, outputs=3):
@@ -96,14 +97,7 @@ def test_a_mixed_race_saves_reads_and_copies_and_goes_on_identically(tmp_path, r
     loaded = read(tmp_path / "race.npz")[0]
     assert Race.load(tmp_path / "race.npz").spec() == race.spec() == loaded.spec()
     assert [m.layers for m in loaded.members] == [[3, 4, 3]] * 2 + [[3, 5, 3, 3]] * 2 + [[3, 3]] * 2
-    twin = copy.deepcopy(race)
-    assert loaded.summary() == race.summary() == twin.summary()
-    results = [r.learn(X[300:], y[300:]) for r in (race, loaded, twin)]
-    for other, result in zip((loaded, twin), results[1:]):
-        assert other.leader == race.leader and np.array_equal(other.ew_loss, race.ew_loss)
-        assert np.array_equal(result.leaders, results[0].leaders)
-        for a, b in zip(race.members, other.members):
-            assert np.array_equal(a.params, b.params) and np.array_equal(a._scaler, b._scaler)
+    assert_continue_alike(race, loaded, X[300:], y[300:])
 
 
 def test_a_choice_of_threads_survives_copies_and_checkpoints(tmp_path):

@@ -518,40 +518,43 @@ def rank(sample_loss, sample_sse, predicted, actual, figures, weight, alpha, lea
 def racer(hidden: int, output: int, loss: int, scale: bool, one_hidden: bool, dtype: str):
     """The race's ``train`` kernel: some members of a race trained on a batch, in one call.
 
-    ``Wss``, ``bss``, ``scalers`` hold one entry per member of the race (tuples
-    of the members' own views: members may differ in widths and learning rates
-    ``lrs``, not in depth; with ``one_hidden``, they have one hidden layer and
-    are trained by :func:`_learn_rows_one_hidden`, as ``MLP.learn`` trains
-    them); ``counts`` the rows each member's scaler has seen.
-    The members listed in ``which`` each take the batch in order, exactly as
+    ``Wss``, ``bss``, ``scalers`` and ``lrs`` hold one entry per member of one
+    depth of the race (tuples of the members' own views: members may differ in
+    widths and learning rates, not in depth; with ``one_hidden``, they have one
+    hidden layer and are trained by :func:`_learn_rows_one_hidden`, as
+    ``MLP.learn`` trains them); ``counts`` the rows each member's scaler has
+    seen. The members listed in ``which`` each take the batch in order, exactly as
     they would alone, sharing the work buffers (sized for the widest): with
     ``scale``, a member in ``shared`` reads the rows already standardised in
     ``Z`` (see :func:`standardise_shared`), any other standardises ``X`` with
-    its own statistics. Member ``k``'s per-row figures go to row ``k`` of
-    ``sample_loss``, ``sample_sse`` and ``predicted``, its ΣFE², summed loss
-    and correct rows to ``totals[:, k]``. Members are independent given the rows, so groups of
+    its own statistics. ``rows[k]`` is member ``k``'s index in the race: its
+    entry of ``counts`` and ``shared``, its row of ``sample_loss``,
+    ``sample_sse`` and ``predicted`` (the per-row figures) and its column of
+    ``totals`` (ΣFE², summed loss, correct rows), so every depth's kernel writes
+    the race's own arrays. Members are independent given the rows, so groups of
     them can run in parallel threads (the kernel releases the GIL), each with
     its own work buffers; then :func:`rank` ranks them.
     """
     real = np.dtype(dtype).type
 
     @njit(**JIT)
-    def train(which, Wss, bss, use_bias, lrs, X, Z, Y, scalers, counts, shared, s_pre, s_post,
-              delta, sample_loss, sample_sse, predicted, actual, totals):
+    def train(which, rows, Wss, bss, use_bias, lrs, X, Z, Y, scalers, counts, shared, s_pre,
+              s_post, delta, sample_loss, sample_sse, predicted, actual, totals):
         one = real(1.0)
         for k in which:
-            own = scale and not shared[k]  # standardise with its own statistics, row by row
+            r = rows[k]
+            own = scale and not shared[r]  # standardise with its own statistics, row by row
             if one_hidden:
                 (W1, W2), (b1, b2) = Wss[k], bss[k]
-                totals[0, k], totals[1, k], totals[2, k] = _learn_rows_one_hidden(
+                totals[0, r], totals[1, r], totals[2, r] = _learn_rows_one_hidden(
                     hidden, output, loss, own, True, W1, b1, W2, b2, use_bias, lrs[k],
-                    X if own else Z, Y, scalers[k], counts[k], s_pre, s_post, delta,
-                    sample_loss[k], sample_sse[k], predicted[k], actual, one)
+                    X if own else Z, Y, scalers[k], counts[r], s_pre, s_post, delta,
+                    sample_loss[r], sample_sse[r], predicted[r], actual, one)
             else:
-                totals[0, k], totals[1, k], totals[2, k] = _learn_rows(
+                totals[0, r], totals[1, r], totals[2, r] = _learn_rows(
                     hidden, output, loss, own, True, Wss[k], bss[k], use_bias, lrs[k],
-                    X if own else Z, Y, scalers[k], counts[k], s_pre, s_post, delta,
-                    sample_loss[k], sample_sse[k], predicted[k], actual, one)
+                    X if own else Z, Y, scalers[k], counts[r], s_pre, s_post, delta,
+                    sample_loss[r], sample_sse[r], predicted[r], actual, one)
 
     return train
 

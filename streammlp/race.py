@@ -226,7 +226,6 @@ class Race:
         self._buffers = [tuple(np.zeros(shape, dtype=first.dtype) for _ in range(3))
                          for _ in self._groups]
         self._work = sum(m.params.size for m in members)  # multiply-adds per row, about
-        self._pool = None  # made on the first batch big enough to share out
         # The race's own prequential totals: each sample scored by the member leading before it.
         self.samples = 0
         self.sse_total = 0.0
@@ -392,30 +391,17 @@ class Race:
         else:
             Z, shared = X, np.zeros(K, dtype=np.bool_)
 
-        # Each depth's records: the race's own arrays when every member has that depth; else
-        # arrays of its own, copied into the race's rows after training.
-        if len(self._depths) == 1:
-            records = [(sample_loss, sample_sse, predicted, totals)]
-        else:
-            records = [(np.empty((len(ks), n)), np.empty((len(ks), n)),
-                        np.empty((len(ks), n), dtype=np.int64), np.empty((3, len(ks))))
-                       for ks in self._depths]
-        depth_counts = [counts[ks] for ks in self._depths]
-        depth_shared = [shared[ks] for ks in self._depths]
-
         def train(group: int, actual: np.ndarray) -> None:
             for d, which in enumerate(self._plan[group]):
                 if len(which):  # one compiled call for the group's members of this depth
                     Wss, bss, scalers, lrs = self._views[d]
-                    self._train[d](which, Wss, bss, self.members[0].bias, lrs, X, Z, Y, scalers,
-                                depth_counts[d], depth_shared[d], *self._buffers[group],
-                                *records[d][:3], actual, records[d][3])
+                    self._train[d](which, self._depths[d], Wss, bss, self.members[0].bias, lrs,
+                                   X, Z, Y, scalers, counts, shared, *self._buffers[group],
+                                   sample_loss, sample_sse, predicted, actual, totals)
 
         if len(self._groups) > 1 and n * self._work >= PARALLEL_WORK:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(len(self._groups) - 1, "streammlp-race")
             # Every group writes the same classes of the targets: the others into copies.
-            others = [self._pool.submit(train, g, np.empty_like(actual))
+            others = [_pool().submit(train, g, np.empty_like(actual))
                       for g in range(1, len(self._groups))]
             train(0, actual)
             for other in others:
@@ -423,10 +409,6 @@ class Race:
         else:
             for group in range(len(self._groups)):
                 train(group, actual)
-        if len(self._depths) > 1:
-            for ks, (loss_d, sse_d, predicted_d, totals_d) in zip(self._depths, records):
-                sample_loss[ks], sample_sse[ks], predicted[ks] = loss_d, sse_d, predicted_d
-                totals[:, ks] = totals_d
         self._weight, leader = kernels.rank(sample_loss, sample_sse, predicted, actual,
                                             self._figures, self._weight, 1.0 / self.window,
                                             self.leader, BY[self.by], leaders, race_loss,
@@ -615,6 +597,28 @@ class Race:
         if not isinstance(race, Race):
             raise ValueError(f"{os.fspath(path)} holds one network, not a race; read it with MLP.load")
         return race
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    """The threads every race of this process hands its other member groups to, made on first
+    use and kept: one pool, however many races (a keyed service may hold thousands), and no
+    thread started inside a batch after the first."""
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(thread_name_prefix="streammlp-race")
+    return _POOL
+
+
+def _forget_pool() -> None:
+    """A forked child has none of its parent's threads: it makes its own pool."""
+    global _POOL
+    _POOL = None
+
+
+os.register_at_fork(after_in_child=_forget_pool)
 
 
 def _settings(drift: PageHinkley | None) -> dict | None:

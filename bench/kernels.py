@@ -26,6 +26,11 @@ in float64 and float32, it prints:
   alternating, the median of the rounds' ratios, and whether the two races end
   with the same bits; beside it, what two threads give on this machine for the
   same work: the six nets' ``MLP.learn`` three to a thread against all in one;
+- where two threads start to pay (``--part handoff``): the default grid's race
+  (``Race.grid(d, 1)``: 3 and 6 inputs in regression, 9 in classification) on
+  short batches, every batch shared out (``race.PARALLEL_WORK`` set to 0), 2
+  threads against 1, alternating on fresh copies; each batch's work (rows x the
+  members' work per row, what ``PARALLEL_WORK`` counts) beside the ratio;
 - compile time: the first ``learn`` call in a fresh process with an empty
   Numba cache (``NUMBA_CACHE_DIR`` a new temporary directory), then in a
   second fresh process that reuses that cache.
@@ -36,6 +41,7 @@ Run from the repository root (about a minute; ``--quick`` takes a few seconds)::
     python bench/kernels.py --quick
     python bench/kernels.py --repeats 9
     python bench/kernels.py --part race   # only the race in threads (or --part sizes)
+    python bench/kernels.py --part handoff   # where a race's batch is worth two threads
 
 Timings are printed, never asserted: machines are shared and noisy.
 """
@@ -57,6 +63,7 @@ import numpy as np
 from numba import njit
 
 from streammlp import MLP, Race, reference
+from streammlp import race as race_module
 from streammlp.kernels import JIT
 
 SIZES = ([3, 4, 1], [16, 32, 1], [64, 128, 10], [256, 512, 10])
@@ -270,6 +277,33 @@ def race_threads(rows: int, rounds: int) -> tuple[float, float, bool]:
     return statistics.median(race_ratios), statistics.median(plain_ratios), same
 
 
+def handoff(rounds: int) -> None:
+    """Print, per default-grid race and batch size, the median over ``rounds`` of a 1-thread
+    race's time / a 2-thread race's with every batch shared out, and the batch's work."""
+    rng = np.random.default_rng(0)
+    sharing = race_module.PARALLEL_WORK
+    race_module.PARALLEL_WORK = 0
+    try:
+        for d, regression in ((3, True), (6, True), (9, False)):
+            task = dict(output="identity", loss="sse") if regression else {}
+            races = [Race.grid(d, 1, seed=0, threads=t, **task) for t in (1, 2)]
+            for rows in (50, 100, 200, 400, 800, 1600):
+                X = rng.normal(size=(rows, d))
+                y = rng.normal(size=rows) if regression else (X[:, 0] > 0).astype(float)
+                for race in races:
+                    copy.deepcopy(race).learn(X, y)  # warm-up: kernels, and the pool's thread
+                ratios = []
+                for _ in range(rounds):
+                    one, two = (copy.deepcopy(race) for race in races)
+                    ratios.append(seconds(one.learn, (X, y)) / seconds(two.learn, (X, y)))
+                print(f"{'regression' if regression else 'classification'}, {d} inputs, "
+                      f"{rows:5d} rows: work {rows * races[0]._work:>10,}; 2 threads "
+                      f"{statistics.median(ratios):.2f}x as fast as 1 (median of {rounds})",
+                      flush=True)
+    finally:
+        race_module.PARALLEL_WORK = sharing
+
+
 def cache_sizes() -> dict[str, int]:
     """Bytes of one instance of each cache level (``L1d``, ``L2``, ``L3``), from ``lscpu``."""
     try:
@@ -301,9 +335,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny smoke run, a few seconds")
     parser.add_argument("--repeats", type=int, default=5, help="timings per figure (default 5)")
-    parser.add_argument("--part", choices=("all", "sizes", "race"), default="all",
+    parser.add_argument("--part", choices=("all", "sizes", "race", "handoff"), default="all",
                         help="the sizes (against the plain loop, the bounds), the race in threads, "
-                             "or all and the compile time (default)")
+                             "where a race's batch is worth two threads, or all and the compile "
+                             "time (default)")
     args = parser.parse_args()
     if args.repeats < 1:
         parser.error(f"--repeats {args.repeats}; expected at least 1")
@@ -317,6 +352,9 @@ def main() -> None:
               f"fast as 1 (median of {race_rounds} rounds); same bits: {'yes' if same else 'NO'}; "
               f"the same nets' MLP.learn, 3 in each of 2 threads against all 6 in one: "
               f"{ceiling:.2f}x")
+    if args.part in ("all", "handoff"):
+        print()
+        handoff(3 if args.quick else max(9, args.repeats))
     if args.part == "all":
         dtypes = DTYPES[:1] if args.quick else DTYPES
         with tempfile.TemporaryDirectory() as cache_dir:

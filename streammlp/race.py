@@ -44,9 +44,17 @@ BY = {"loss": kernels.BY_LOSS, "accuracy": kernels.BY_ACCURACY}
 # Threads a race trains its members in, by default: one per core this process may use. The
 # kernels release the GIL; the service's ZeroMQ I/O thread needs little and takes its turn.
 THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-# Below this many multiply-adds per batch (rows x parameters of every member), handing
-# work to another thread costs more than it saves (~20-50 us a handoff): train serially.
-PARALLEL_WORK = 2_000_000
+# A member's work per row, in multiply-adds: its parameters, and these for each unit and each
+# row (MLP.learn's time per row on nets of 3 to 16 inputs, fitted: a unit costs as much as 12
+# parameters, a row's scaling, error and records as 300). What the threads' groups of members
+# are balanced on: by parameters alone, the 3-32-1 members of a 3-input race went to one thread
+# and the six smaller ones, together slower, to the other.
+UNIT_WORK, ROW_WORK = 12, 300
+# Below this much work per batch (rows x every member's work per row), handing work to
+# another thread costs more than it saves: train serially. The default grid's races of 3 to 9
+# inputs break even at about 250,000 and gain 1.1-1.35x at 500,000-1,000,000, 1.45-1.55x at
+# 2,000,000 (``bench/kernels.py --part handoff``).
+PARALLEL_WORK = 500_000
 # What the members must share to run in one race (they may differ in depth, width and lr).
 SHARED = ("n_inputs", "n_outputs", "activation", "output", "loss", "bias", "dtype", "scale")
 DRIFT = PageHinkley()  # the test watching a race's errors, by default (its own defaults)
@@ -216,16 +224,19 @@ class Race:
         self._train = [kernels.racer(ACTIVATIONS[first.activation], OUTPUTS[first.output],
                                      LOSSES[first.loss], first.scale is not None, d == 3,
                                      first.dtype) for d in depths]
-        # The members in groups of about equal work (parameters), largest first, one group per
-        # thread; each group with its own work buffers. One group when training serially.
-        # A group's members of each depth, as indices into that depth's views: _plan[g][d].
-        self._groups = _groups([m.params.size for m in members], min(self.threads, len(members)))
+        # The members in groups of about equal work, largest first, one group per thread; each
+        # group with its own work buffers. A group's members of each depth, as indices into
+        # that depth's views: _plan[g][d]; a batch trained serially takes every member of a
+        # depth in one call: _serial[d].
+        work = [_work(m) for m in members]
+        self._groups = _groups(work, min(self.threads, len(members)))
         self._plan = [[np.flatnonzero(np.isin(ks, group)) for ks in self._depths]
                       for group in self._groups]
+        self._serial = [np.arange(len(ks), dtype=np.int64) for ks in self._depths]
         shape = (max(depths), max(max(m.layers) for m in members))
         self._buffers = [tuple(np.zeros(shape, dtype=first.dtype) for _ in range(3))
                          for _ in self._groups]
-        self._work = sum(m.params.size for m in members)  # multiply-adds per row, about
+        self._work = sum(work)
         # The race's own prequential totals: each sample scored by the member leading before it.
         self.samples = 0
         self.sse_total = 0.0
@@ -391,24 +402,23 @@ class Race:
         else:
             Z, shared = X, np.zeros(K, dtype=np.bool_)
 
-        def train(group: int, actual: np.ndarray) -> None:
-            for d, which in enumerate(self._plan[group]):
-                if len(which):  # one compiled call for the group's members of this depth
+        def train(plan: list[np.ndarray], buffers: tuple, actual: np.ndarray) -> None:
+            for d, which in enumerate(plan):
+                if len(which):  # one compiled call for these members of this depth
                     Wss, bss, scalers, lrs = self._views[d]
                     self._train[d](which, self._depths[d], Wss, bss, self.members[0].bias, lrs,
-                                   X, Z, Y, scalers, counts, shared, *self._buffers[group],
+                                   X, Z, Y, scalers, counts, shared, *buffers,
                                    sample_loss, sample_sse, predicted, actual, totals)
 
         if len(self._groups) > 1 and n * self._work >= PARALLEL_WORK:
             # Every group writes the same classes of the targets: the others into copies.
-            others = [_pool().submit(train, g, np.empty_like(actual))
+            others = [_pool().submit(train, self._plan[g], self._buffers[g], np.empty_like(actual))
                       for g in range(1, len(self._groups))]
-            train(0, actual)
+            train(self._plan[0], self._buffers[0], actual)
             for other in others:
                 other.result()
         else:
-            for group in range(len(self._groups)):
-                train(group, actual)
+            train(self._serial, self._buffers[0], actual)
         self._weight, leader = kernels.rank(sample_loss, sample_sse, predicted, actual,
                                             self._figures, self._weight, 1.0 / self.window,
                                             self.leader, BY[self.by], leaders, race_loss,
@@ -635,6 +645,12 @@ def reseed_seed(seed: int | None, version: int) -> int:
     True
     """
     return int(np.random.SeedSequence([seed or 0, version]).generate_state(1, np.uint64)[0])
+
+
+def _work(member: MLP) -> int:
+    """A member's work per row, in multiply-adds, about: its parameters, ``UNIT_WORK`` per unit
+    (an activation) and ``ROW_WORK`` (the row's scaling, error and records)."""
+    return member.params.size + UNIT_WORK * sum(member.layers[1:]) + ROW_WORK
 
 
 def _groups(work: list[int], count: int) -> list[np.ndarray]:

@@ -127,10 +127,10 @@ class OneModel:
     def learn(self, X: np.ndarray, Y: np.ndarray, slots: None
               ) -> tuple[Prequential | None, np.ndarray | None]:
         """The figures of the rows kept, and which rows were undone (None: none). A batch
-        that leaves any weight (of any member, in a race) non-finite is undone whole."""
+        that leaves the model diverged (a race: its leader) is undone whole."""
         saved = self.net.state()
         result = self.net.learn_checked(X, Y)
-        if all(np.isfinite(m.params).all() for m in getattr(self.net, "members", [self.net])):
+        if not self.net.diverged():
             self.drift.observe(result, None, None, None)
             return result, None
         self.net = type(self.net).from_state(saved)

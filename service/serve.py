@@ -22,6 +22,9 @@ from streammlp.race import Race
 from .config import FIELDS, TrainerConfig, option
 from .trainer import Trainer, log
 
+# A network's options when not given (the seed's 3-4-1 rule, with biases): written here, not
+# as argparse defaults, so that a race can tell the options given from those left out.
+NET = dict(lr=1.0, bias=True, activation="logistic", output="logistic", loss="sse", init="uniform")
 MAX_MODELS = 100_000  # models a keyed service holds before it refuses new keys
 KEEP_FREED_BYTES = 64 << 20  # freed memory glibc may keep for reuse (see keep_freed_memory)
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
@@ -31,17 +34,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="streammlp serve", description="Run the online trainer service.")
     p.add_argument("--version", action="version", version=f"streammlp {__version__}")
     p.add_argument("--layers", default="3,4,1", help="units per layer, inputs first (default %(default)s)")
-    p.add_argument("--lr", type=float, default=1.0, help="learning rate (default %(default)s)")
-    p.add_argument("--no-bias", dest="bias", action="store_false", help="no bias units (the seed's)")
-    p.add_argument("--activation", default="logistic", choices=list(ACTIVATIONS),
-                   help="hidden activation (default %(default)s)")
-    p.add_argument("--output", default="logistic", choices=list(OUTPUTS),
-                   help="output activation (default %(default)s)")
-    p.add_argument("--loss", default="sse", choices=list(LOSSES),
+    # The network's options: a race takes those given, beside its grid's own defaults.
+    unless_given = dict(default=argparse.SUPPRESS)
+    p.add_argument("--lr", type=float, **unless_given, help=f"learning rate (default {NET['lr']})")
+    p.add_argument("--no-bias", dest="bias", action="store_false", **unless_given,
+                   help="no bias units (the seed's)")
+    p.add_argument("--activation", choices=list(ACTIVATIONS), **unless_given,
+                   help=f"hidden activation (default {NET['activation']})")
+    p.add_argument("--output", choices=list(OUTPUTS), **unless_given,
+                   help=f"output activation (default {NET['output']}; with --race, Race.grid's: "
+                        "softmax for several outputs)")
+    p.add_argument("--loss", choices=list(LOSSES), **unless_given,
                    help="sse with logistic or identity outputs, cross_entropy with softmax or "
-                        "logistic (default %(default)s)")
-    p.add_argument("--init", default="uniform", choices=INITS,
-                   help="first weights: uniform in [-1, 1] or glorot (default %(default)s)")
+                        f"logistic (default {NET['loss']}; with --race, Race.grid's: sse for "
+                        "identity outputs, else cross_entropy)")
+    p.add_argument("--init", choices=INITS, **unless_given,
+                   help=f"first weights: uniform in [-1, 1] or glorot (default {NET['init']}; "
+                        "with --race, Race.grid's: glorot)")
     p.add_argument("--seed", type=int, default=None, help="seed of the first weights (default: random)")
     p.add_argument("--dtype", default="float64", choices=DTYPES,
                    help="the parameters' float type (default %(default)s)")
@@ -49,7 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="standardise each input online (running mean and variance)")
     p.add_argument("--race", action="store_true",
                    help="train a grid of learning rates x hidden widths on every sample and "
-                        "serve the member with the best recent loss (--layers gives inputs,outputs)")
+                        "serve the member with the best recent figures (--layers gives inputs,"
+                        "outputs; --output identity --loss sse: a regression race)")
     d = TrainerConfig  # every default below is the config's
     p.add_argument("--ingest", default=d.ingest, help="PULL endpoint samples arrive on (default %(default)s)")
     p.add_argument("--publish", default=d.publish,
@@ -110,21 +120,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def build(args: argparse.Namespace) -> Trainer:
-    """The trainer the options describe; a fresh network, or the checkpoint's with --resume."""
+def model(args: argparse.Namespace) -> MLP | Race | Fleet | RaceFleet:
+    """The fresh model the options describe: a network, a race, or a fleet of either."""
     try:
         layers = [int(n) for n in args.layers.split(",")]
     except ValueError:
         raise ValueError(f"--layers {args.layers!r}: expected comma-separated sizes such as 3,4,1")
+    given = {name: getattr(args, name) for name in NET if hasattr(args, name)}
+    if args.race and "lr" in given:
+        raise ValueError(f"--lr {args.lr} with --race: the race trains every learning rate of its "
+                         "grid (Race.grid); drop --lr")
 
     def race(seed: int | None) -> Race:
         return Race.grid(layers[0], layers[-1], seed=seed, dtype=args.dtype,
-                         scale=args.scale or "standard")
+                         scale=args.scale or "standard", **given)
 
     def mlp(seed: int | None) -> MLP:
-        return MLP(layers, activation=args.activation, output=args.output, loss=args.loss,
-                   lr=args.lr, bias=args.bias, init=args.init, seed=seed, dtype=args.dtype,
-                   scale=args.scale)
+        return MLP(layers, **{**NET, **given}, seed=seed, dtype=args.dtype, scale=args.scale)
 
     if args.seed is not None and args.seed < 0:
         raise ValueError(f"--seed {args.seed}: expected 0 or more")
@@ -132,9 +144,13 @@ def build(args: argparse.Namespace) -> Trainer:
         raise ValueError(f"--max-models {args.max_models}: expected a positive number")
     if args.keyed:  # a model per key, each from the seed model_seed(--seed, key)
         fleet = dict(seed=args.seed, window=args.window, max_models=args.max_models)
-        net = RaceFleet(race, **fleet) if args.race else Fleet(mlp(None), **fleet)
-    else:
-        net = race(args.seed) if args.race else mlp(args.seed)
+        return RaceFleet(race, **fleet) if args.race else Fleet(mlp(None), **fleet)
+    return race(args.seed) if args.race else mlp(args.seed)
+
+
+def build(args: argparse.Namespace) -> Trainer:
+    """The trainer the options describe; a fresh model, or the checkpoint's with --resume."""
+    net = model(args)
     extra = {}
     if args.resume and not args.checkpoint:
         raise ValueError("--resume needs --checkpoint PATH")

@@ -337,8 +337,8 @@ class RaceFleet(_Keys):
         self.ew_accuracy.append(float("nan"))
 
     def learn_checked(self, X: np.ndarray, Y: np.ndarray, slots: np.ndarray) -> FleetResult:
-        """Each model's rows in one call of its race; a race left non-finite is undone
-        (see :class:`FleetResult`)."""
+        """Each model's rows in one call of its race; a race left diverged (its leader) is
+        undone (see :class:`FleetResult`)."""
         n = len(X)
         sample_loss = np.empty(n)
         predicted, actual = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
@@ -349,7 +349,7 @@ class RaceFleet(_Keys):
             rows = np.flatnonzero(slots == s)
             race, saved = self.races[s], self.races[s].state()
             result = race.learn_checked(X[rows], Y[rows])
-            if not all(np.isfinite(m.params).all() for m in race.members):
+            if race.diverged():
                 self.races[s] = Race.from_state(saved)
                 undone[rows] = True
                 continue

@@ -275,6 +275,10 @@ class MLP:
         self._add(n, sse, loss, correct)
         return Prequential._of(n, sse, loss, correct, sample_loss, predicted, actual)
 
+    def diverged(self) -> bool:
+        """Whether a weight or bias is NaN or infinite: training has blown up."""
+        return not np.isfinite(self.params).all()
+
     def _add(self, n: int, sse: float, loss: float, correct: int) -> None:
         """Count a learned batch of ``n`` rows in the running totals (and the scaler's rows)."""
         self.samples += n

@@ -300,6 +300,12 @@ class Race:
 
     # -- the leader, and what a caller of one network reads from it ----------------------------
 
+    def diverged(self) -> bool:
+        """Whether the leading member has diverged (see :meth:`MLP.diverged`): the race has
+        nothing left to serve. A member that diverges while others lead ranks last (its
+        loss is NaN) and stays as it would alone: the race goes on without it."""
+        return self.leader_net.diverged()
+
     @property
     def leader_net(self) -> MLP:
         """The leading member: the one ``predict`` uses."""

@@ -184,3 +184,29 @@ def test_bad_races_are_explained(members, kwargs, message):
     net = MLP([3, 4, 1])
     with pytest.raises(ValueError, match="member 1 appears twice"):
         Race([net, net])
+
+
+def test_a_race_per_key_trains_on_past_its_diverging_members():
+    """Keyed races (RaceFleet) keep a batch in which a member diverges while another leads, as
+    the race alone would: each key's race ends as Race.learn of that key's rows."""
+    from streammlp.fleet import RaceFleet, model_seed
+
+    def make(seed):
+        return Race.grid(3, 1, output="identity", loss="sse", seed=seed)
+
+    rng = np.random.default_rng(1)  # rows on which member 5 (3-32-1, lr 1) of both keys diverges
+    X = rng.normal(size=(300, 3))
+    y = X @ [1.0, -2.0, 0.5] + 0.1 * rng.normal(size=300)
+    fleet = RaceFleet(make, seed=7)
+    slots = np.array([fleet.slot(k) for k in ("a", "b")] * 300, dtype=np.int64)  # interleaved
+    rows, targets = np.repeat(X, 2, axis=0), np.repeat(y, 2).reshape(-1, 1)
+    for start in range(0, 600, 150):
+        part = slice(start, start + 150)
+        assert fleet.learn_checked(rows[part], targets[part], slots[part]).undone is None
+    for key in ("a", "b"):
+        alone = make(model_seed(7, key))
+        alone.learn(X, y)
+        served = fleet.net(key)
+        assert alone.members[5].diverged() and served.leader == alone.leader
+        for mine, theirs in zip(alone.members, served.members):
+            assert np.array_equal(mine.params, theirs.params, equal_nan=True)

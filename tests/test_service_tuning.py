@@ -80,3 +80,40 @@ def test_race_service_serves_the_leader_and_publishes_every_member(tmp_path, rng
     assert snap.member == race.leader
     for mine, theirs in zip(leader.weights + leader.biases, snap.weights + snap.biases):
         np.testing.assert_allclose(theirs, mine, rtol=0, atol=1e-12)
+
+
+def test_a_regression_race_trains_on_past_its_diverging_members(rng):
+    """--output identity --loss sse makes a regression race; its lr-1 members diverge on these
+    targets, as they would alone, and the race goes on without them: every message trains."""
+    X = rng.normal(size=(3000, 3))
+    y = X @ [1.0, -2.0, 0.5] + 0.3 * np.sin(3 * X[:, 0]) + 0.1 * rng.normal(size=3000)
+    with running_service("--layers", "3,1", "--race", "--output", "identity", "--loss", "sse",
+                         "--seed", "2") as s, Control(s.control, timeout=RECV_TIMEOUT) as control:
+        with Producer(s.ingest) as p:
+            for i in range(0, 3000, 100):
+                p.send(X[i:i + 100], y[i:i + 100])
+        wait_for(control, 3000)
+        snap, stats = control.snapshot(), control.stats()
+    race = Race.grid(3, 1, output="identity", loss="sse", seed=2)
+    race.learn(X, y)
+    assert any(m.diverged() for m in race.members) and not race.diverged()
+    assert stats["rejected"] == {} and snap.member == race.leader
+    leader = race.leader_net
+    for mine, theirs in zip(leader.weights + leader.biases, snap.weights + snap.biases):
+        np.testing.assert_array_equal(theirs, mine)
+
+
+def test_a_batch_that_leaves_the_leader_diverged_is_undone(rng):
+    """The service's guard for a race is its leader, the member served."""
+    from service.models import OneModel
+
+    race = Race.grid(3, 1, output="identity", loss="sse", seed=2)
+    X = rng.normal(size=(50, 3))
+    race.learn(X, X[:, 0])
+    served = OneModel(race, send=lambda topic, body: None)
+    before = [m.params.copy() for m in race.members]
+    Y = np.full((50, 1), 1e300)  # finite, and enough to blow up every member
+    result, undone = served.learn(X, Y, None)
+    assert result is None and undone.all() and not served.net.diverged()
+    for saved, member in zip(before, served.net.members):
+        np.testing.assert_array_equal(member.params, saved)

@@ -128,12 +128,12 @@ class OneModel:
               ) -> tuple[Prequential | None, np.ndarray | None]:
         """The figures of the rows kept, and which rows were undone (None: none). A batch
         that leaves the model diverged (a race: its leader) is undone whole."""
-        saved = self.net.state()
+        mark = self.net.mark()
         result = self.net.learn_checked(X, Y)
         if not self.net.diverged():
             self.drift.observe(result, None, None, None)
             return result, None
-        self.net = type(self.net).from_state(saved)
+        self.net.rewind(mark)
         return None, np.ones(len(X), dtype=bool)
 
     def warm_up(self) -> None:

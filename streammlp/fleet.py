@@ -347,10 +347,11 @@ class RaceFleet(_Keys):
         found = []  # each race's drifts: (fleet row, slot, version, members re-seeded)
         for s in np.unique(slots):  # each model's rows, in their order
             rows = np.flatnonzero(slots == s)
-            race, saved = self.races[s], self.races[s].state()
+            race = self.races[s]
+            mark = race.mark()
             result = race.learn_checked(X[rows], Y[rows])
             if race.diverged():
-                self.races[s] = Race.from_state(saved)
+                race.rewind(mark)
                 undone[rows] = True
                 continue
             sample_loss[rows], predicted[rows], actual[rows] = (

@@ -27,7 +27,8 @@ import numpy as np
 
 from . import checkpoint, kernels
 from .drift import NO_DRIFTS, SEEN, DriftDetector, Drifts, PageHinkley
-from .network import ACTIVATIONS, LOSSES, MLP, OUTPUTS, Prequential, _choose, initialise, read
+from .network import (ACTIVATIONS, COUNTERS, LOSSES, MLP, OUTPUTS, Prequential, _choose, initialise,
+                      read)
 
 # Learning rates of the default grid. With standardised inputs and cross-entropy, a member
 # at lr 3 led on 23 of 131,226 samples over bench/race.py's eight streams: pure cost.
@@ -64,7 +65,6 @@ RECENT_DRIFTS = 16  # drifts a race keeps for summary(): the latest
 # learned again up to a drift found inside it: a drift costs at most this many rows twice.
 # Large enough that a pass is still shared out among threads (PARALLEL_WORK).
 PASS = 4096
-COUNTERS = ("samples", "sse_total", "loss_total", "correct_total")  # a network's and a race's
 
 
 @dataclass(frozen=True)
@@ -383,10 +383,10 @@ class Race:
         parts, start = [], 0
         while start < len(X) or not parts:
             stop = min(len(X), start + PASS)
-            saved = self._snapshot()
+            saved = self.mark()
             part = self._learn(X[start:stop], Y[start:stop])
             if len(part.drifts) and part.drifts.rows[0] < part.n - 1:
-                self._restore(saved)
+                self.rewind(saved)
                 stop = start + int(part.drifts.rows[0]) + 1
                 part = self._learn(X[start:stop], Y[start:stop])
             parts.append(self._react(part))
@@ -471,23 +471,25 @@ class Race:
             initialise(member.weights, member.init, reseed_seed(member.seed, version))
         return tuple(weakest)
 
-    def _snapshot(self) -> tuple:
-        """What learning a batch changes, to undo it in place (the kernels' views stay valid)."""
-        members = [(m.params.copy(), m._scaler.copy(), m.scaler_count,
-                    *(getattr(m, c) for c in COUNTERS)) for m in self.members]
-        return (members, self._figures.copy(), self._weight, self.leader,
-                tuple(getattr(self, c) for c in COUNTERS), self.detector.state.copy())
+    def mark(self) -> tuple:
+        """What learning changes (every member's :meth:`MLP.mark`, the ranking, the drift
+        test and its record), for :meth:`rewind`: far cheaper than :meth:`state`."""
+        return ([m.mark() for m in self.members], self._figures.copy(), self._weight,
+                self.leader, tuple(getattr(self, c) for c in COUNTERS),
+                None if self.detector is None else self.detector.state.copy(),
+                self.recent_drifts, self.drift_count)
 
-    def _restore(self, saved: tuple) -> None:
-        """Undo to a :meth:`_snapshot`."""
-        members, figures, self._weight, self.leader, counters, self.detector.state = saved
-        for m, (params, scaler, scaler_count, *totals) in zip(self.members, members):
-            m.params[...], m._scaler[...], m.scaler_count = params, scaler, scaler_count
-            for name, value in zip(COUNTERS, totals):
-                setattr(m, name, value)
+    def rewind(self, mark: tuple) -> None:
+        """Undo everything learned since ``mark`` (a :meth:`mark`), in place."""
+        (members, figures, self._weight, self.leader, counters, detector, self.recent_drifts,
+         self.drift_count) = mark
+        for m, saved in zip(self.members, members):
+            m.rewind(saved)
         self._figures[...] = figures
         for name, value in zip(COUNTERS, counters):
             setattr(self, name, value)
+        if detector is not None:
+            self.detector.state = detector
 
     def _add(self, n: int, sse: float, loss: float, correct: int) -> None:
         """Count a learned batch of ``n`` rows in the race's running totals."""

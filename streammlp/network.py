@@ -24,7 +24,6 @@ INITS = ("uniform", "glorot")
 DTYPES = ("float64", "float32")
 SCALES = ("standard",)
 SCALE_LIMIT = kernels.SCALE_LIMIT  # the largest |input| with scale="standard" (see kernels)
-COUNTERS = ("samples", "sse_total", "loss_total", "correct_total")  # a network's and a race's
 
 
 class InputError(ValueError):
@@ -279,16 +278,15 @@ class MLP:
     def mark(self) -> tuple:
         """What learning changes (parameters, scaler, counters), for :meth:`rewind`: a
         service's undo of a batch, cheaper than :meth:`state`."""
-        return (self.params.copy(), self._scaler.copy(), self.scaler_count,
-                *(getattr(self, c) for c in COUNTERS))
+        return (self.params.copy(), self._scaler.copy(), self.scaler_count, self.samples,
+                self.sse_total, self.loss_total, self.correct_total)
 
     def rewind(self, mark: tuple) -> None:
         """Undo everything learned since ``mark`` (a :meth:`mark`), in place: the weights
         and biases stay the same arrays."""
-        params, scaler, self.scaler_count, *counters = mark
+        (params, scaler, self.scaler_count, self.samples, self.sse_total, self.loss_total,
+         self.correct_total) = mark
         self.params[...], self._scaler[...] = params, scaler
-        for name, value in zip(COUNTERS, counters):
-            setattr(self, name, value)
 
     def diverged(self) -> bool:
         """Whether a weight or bias is NaN or infinite: training has blown up."""

@@ -27,8 +27,7 @@ import numpy as np
 
 from . import checkpoint, kernels
 from .drift import NO_DRIFTS, SEEN, DriftDetector, Drifts, PageHinkley
-from .network import (ACTIVATIONS, COUNTERS, LOSSES, MLP, OUTPUTS, Prequential, _choose, initialise,
-                      read)
+from .network import ACTIVATIONS, LOSSES, MLP, OUTPUTS, Prequential, _choose, initialise, read
 
 # Learning rates of the default grid. With standardised inputs and cross-entropy, a member
 # at lr 3 led on 23 of 131,226 samples over bench/race.py's eight streams: pure cost.
@@ -475,19 +474,18 @@ class Race:
         """What learning changes (every member's :meth:`MLP.mark`, the ranking, the drift
         test and its record), for :meth:`rewind`: far cheaper than :meth:`state`."""
         return ([m.mark() for m in self.members], self._figures.copy(), self._weight,
-                self.leader, tuple(getattr(self, c) for c in COUNTERS),
+                self.leader, self.samples, self.sse_total, self.loss_total, self.correct_total,
                 None if self.detector is None else self.detector.state.copy(),
                 self.recent_drifts, self.drift_count)
 
     def rewind(self, mark: tuple) -> None:
         """Undo everything learned since ``mark`` (a :meth:`mark`), in place."""
-        (members, figures, self._weight, self.leader, counters, detector, self.recent_drifts,
+        (members, figures, self._weight, self.leader, self.samples, self.sse_total,
+         self.loss_total, self.correct_total, detector, self.recent_drifts,
          self.drift_count) = mark
         for m, saved in zip(self.members, members):
             m.rewind(saved)
         self._figures[...] = figures
-        for name, value in zip(COUNTERS, counters):
-            setattr(self, name, value)
         if detector is not None:
             self.detector.state = detector
 

@@ -487,7 +487,7 @@ class Race:
             m.rewind(saved)
         self._figures[...] = figures
         if detector is not None:
-            self.detector.state = detector
+            self.detector.state = detector.copy()  # the mark stays as it was, to rewind again
 
     def _add(self, n: int, sse: float, loss: float, correct: int) -> None:
         """Count a learned batch of ``n`` rows in the race's running totals."""

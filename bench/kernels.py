@@ -29,8 +29,9 @@ in float64 and float32, it prints:
 - where two threads start to pay (``--part handoff``): the default grid's race
   (``Race.grid(d, 1)``: 3 and 6 inputs in regression, 9 in classification) on
   short batches, every batch shared out (``race.PARALLEL_WORK`` set to 0), 2
-  threads against 1, alternating on fresh copies; each batch's work (rows x the
-  members' work per row, what ``PARALLEL_WORK`` counts) beside the ratio;
+  threads against 1 on fresh copies, which goes first alternating; each batch's
+  work (rows x ``Race.work_per_row``, what ``PARALLEL_WORK`` counts) beside the
+  ratio;
 - compile time: the first ``learn`` call in a fresh process with an empty
   Numba cache (``NUMBA_CACHE_DIR`` a new temporary directory), then in a
   second fresh process that reuses that cache.
@@ -293,11 +294,13 @@ def handoff(rounds: int) -> None:
                 for race in races:
                     copy.deepcopy(race).learn(X, y)  # warm-up: kernels, and the pool's thread
                 ratios = []
-                for _ in range(rounds):
+                for r in range(rounds):
                     one, two = (copy.deepcopy(race) for race in races)
-                    ratios.append(seconds(one.learn, (X, y)) / seconds(two.learn, (X, y)))
+                    first, second = (one, two) if r % 2 else (two, one)  # alternating
+                    times = {id(race): seconds(race.learn, (X, y)) for race in (first, second)}
+                    ratios.append(times[id(one)] / times[id(two)])
                 print(f"{'regression' if regression else 'classification'}, {d} inputs, "
-                      f"{rows:5d} rows: work {rows * races[0]._work:>10,}; 2 threads "
+                      f"{rows:5d} rows: work {rows * races[0].work_per_row:>10,}; 2 threads "
                       f"{statistics.median(ratios):.2f}x as fast as 1 (median of {rounds})",
                       flush=True)
     finally:

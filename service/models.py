@@ -2,9 +2,9 @@
 
 The trainer decodes, checks and sequences messages the same way for both; it
 asks its models to ``place`` the checked messages (which model each row goes
-to) and to ``learn`` them; a model that a batch leaves non-finite is restored,
-and the rows it undid are reported, for the trainer to retrain message by
-message.
+to) and to ``learn`` them; a model that a batch leaves diverged (a weight
+non-finite; a race: its leader's, see ``Race.diverged``) is restored, and the
+rows it undid are reported, for the trainer to retrain message by message.
 Publishing and the model-specific control ops differ, and live here too.
 
 Both watch each classifier's prequential errors for concept drift
@@ -221,7 +221,7 @@ class ManyModels:
     def learn(self, X: np.ndarray, Y: np.ndarray, slots: np.ndarray
               ) -> tuple[Prequential, np.ndarray | None]:
         """The figures of the rows kept, and which rows were undone (None: none): each
-        model that the batch leaves non-finite is restored (``FleetResult``)."""
+        model that the batch leaves diverged is restored (``FleetResult``)."""
         result = self.fleet.learn_checked(X, Y, slots)
         self.samples += result.n
         self.drift.observe(result, slots, self.fleet.keys, result.undone)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import inspect
 import logging
 import os
 import signal
@@ -22,9 +23,12 @@ from streammlp.race import Race
 from .config import FIELDS, TrainerConfig, option
 from .trainer import Trainer, log
 
-# A network's options when not given (the seed's 3-4-1 rule, with biases): written here, not
-# as argparse defaults, so that a race can tell the options given from those left out.
-NET = dict(lr=1.0, bias=True, activation="logistic", output="logistic", loss="sse", init="uniform")
+# The network options (--lr, --no-bias, --activation, --output, --loss, --init) have no
+# argparse defaults, so that a race can tell those given from those left out; a network left
+# without one takes MLP's, but for the seed's learning rate.
+NET_OPTIONS = ("lr", "bias", "activation", "output", "loss", "init")
+LR = 1.0  # the seed's (MLP's own default is 0.1)
+MLP_DEFAULTS = {name: p.default for name, p in inspect.signature(MLP).parameters.items()}
 MAX_MODELS = 100_000  # models a keyed service holds before it refuses new keys
 KEEP_FREED_BYTES = 64 << 20  # freed memory glibc may keep for reuse (see keep_freed_memory)
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
@@ -34,23 +38,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="streammlp serve", description="Run the online trainer service.")
     p.add_argument("--version", action="version", version=f"streammlp {__version__}")
     p.add_argument("--layers", default="3,4,1", help="units per layer, inputs first (default %(default)s)")
-    # The network's options: a race takes those given, beside its grid's own defaults.
-    unless_given = dict(default=argparse.SUPPRESS)
-    p.add_argument("--lr", type=float, **unless_given, help=f"learning rate (default {NET['lr']})")
+    # The network's options (NET_OPTIONS): absent unless given. A race takes those given.
+    unless_given, grid = dict(default=argparse.SUPPRESS), "with --race, Race.grid's"
+    p.add_argument("--lr", type=float, **unless_given,
+                   help=f"learning rate (default {LR}; refused with --race, which trains its "
+                        "grid's)")
     p.add_argument("--no-bias", dest="bias", action="store_false", **unless_given,
                    help="no bias units (the seed's)")
     p.add_argument("--activation", choices=list(ACTIVATIONS), **unless_given,
-                   help=f"hidden activation (default {NET['activation']})")
+                   help=f"hidden activation (default {MLP_DEFAULTS['activation']})")
     p.add_argument("--output", choices=list(OUTPUTS), **unless_given,
-                   help=f"output activation (default {NET['output']}; with --race, Race.grid's: "
-                        "softmax for several outputs)")
+                   help=f"output activation (default {MLP_DEFAULTS['output']}; {grid})")
     p.add_argument("--loss", choices=list(LOSSES), **unless_given,
                    help="sse with logistic or identity outputs, cross_entropy with softmax or "
-                        f"logistic (default {NET['loss']}; with --race, Race.grid's: sse for "
-                        "identity outputs, else cross_entropy)")
+                        f"logistic (default {MLP_DEFAULTS['loss']}; {grid})")
     p.add_argument("--init", choices=INITS, **unless_given,
-                   help=f"first weights: uniform in [-1, 1] or glorot (default {NET['init']}; "
-                        "with --race, Race.grid's: glorot)")
+                   help=f"first weights: uniform in [-1, 1] or glorot (default "
+                        f"{MLP_DEFAULTS['init']}; {grid})")
     p.add_argument("--seed", type=int, default=None, help="seed of the first weights (default: random)")
     p.add_argument("--dtype", default="float64", choices=DTYPES,
                    help="the parameters' float type (default %(default)s)")
@@ -120,13 +124,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def model(args: argparse.Namespace) -> MLP | Race | Fleet | RaceFleet:
+def fresh_model(args: argparse.Namespace) -> MLP | Race | Fleet | RaceFleet:
     """The fresh model the options describe: a network, a race, or a fleet of either."""
     try:
         layers = [int(n) for n in args.layers.split(",")]
     except ValueError:
         raise ValueError(f"--layers {args.layers!r}: expected comma-separated sizes such as 3,4,1")
-    given = {name: getattr(args, name) for name in NET if hasattr(args, name)}
+    given = {name: getattr(args, name) for name in NET_OPTIONS if hasattr(args, name)}
     if args.race and "lr" in given:
         raise ValueError(f"--lr {args.lr} with --race: the race trains every learning rate of its "
                          "grid (Race.grid); drop --lr")
@@ -136,7 +140,7 @@ def model(args: argparse.Namespace) -> MLP | Race | Fleet | RaceFleet:
                          scale=args.scale or "standard", **given)
 
     def mlp(seed: int | None) -> MLP:
-        return MLP(layers, **{**NET, **given}, seed=seed, dtype=args.dtype, scale=args.scale)
+        return MLP(layers, **{"lr": LR, **given}, seed=seed, dtype=args.dtype, scale=args.scale)
 
     if args.seed is not None and args.seed < 0:
         raise ValueError(f"--seed {args.seed}: expected 0 or more")
@@ -150,7 +154,7 @@ def model(args: argparse.Namespace) -> MLP | Race | Fleet | RaceFleet:
 
 def build(args: argparse.Namespace) -> Trainer:
     """The trainer the options describe; a fresh model, or the checkpoint's with --resume."""
-    net = model(args)
+    net = fresh_model(args)
     extra = {}
     if args.resume and not args.checkpoint:
         raise ValueError("--resume needs --checkpoint PATH")

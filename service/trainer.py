@@ -340,7 +340,7 @@ class Trainer:
         ``rows`` and ``keys``: each message's row count and model key (or None).
 
         A message is refused if it has no model (``ManyModels.place``), or if it
-        diverges: a model that the batch leaves non-finite is restored (its rows
+        diverges: a model that the batch leaves diverged is restored (its rows
         undone), and its messages are trained again one by one, so only the
         ones that diverge alone are dropped.
         """
@@ -369,7 +369,8 @@ class Trainer:
                 self.metrics.update(result)
             else:
                 errors[j] = InputError("diverged", "training on this message left non-finite "
-                                       "weights; the model from before it was restored")
+                                       "weights (a race: its leader's); the model from before "
+                                       "it was restored")
         return errors
 
     def _reject(self, e: ValueError, frame: bytes, sender: bytes | None = None) -> None:

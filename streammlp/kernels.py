@@ -447,11 +447,14 @@ def learner(hidden: int, output: int, loss: int, scale: bool, one_hidden: bool, 
 
 @njit(inline="always", **JIT)
 def _better(figures, k, j, by):
-    """Whether member ``k``'s windowed figures beat member ``j``'s; a NaN loss ranks last."""
+    """Whether member ``k``'s windowed figures beat member ``j``'s. A NaN loss (a member that
+    diverged) ranks last, by accuracy too: with NaN weights a member predicts class 0 on every
+    row, which can be more accurate than an honest member on a stream of mostly 0s."""
+    k_nan, j_nan = figures[0, k] != figures[0, k], figures[0, j] != figures[0, j]
+    if k_nan or j_nan:
+        return j_nan and not k_nan
     if by == BY_ACCURACY and figures[1, k] != figures[1, j]:
         return figures[1, k] > figures[1, j]
-    if figures[0, j] != figures[0, j]:
-        return figures[0, k] == figures[0, k]
     return figures[0, k] < figures[0, j]
 
 
@@ -527,7 +530,7 @@ def racer(hidden: int, output: int, loss: int, scale: bool, one_hidden: bool, dt
     they would alone, sharing the work buffers (sized for the widest): with
     ``scale``, a member in ``shared`` reads the rows already standardised in
     ``Z`` (see :func:`standardise_shared`), any other standardises ``X`` with
-    its own statistics. ``rows[k]`` is member ``k``'s index in the race: its
+    its own statistics. ``race_index[k]`` is member ``k``'s index in the race: its
     entry of ``counts`` and ``shared``, its row of ``sample_loss``,
     ``sample_sse`` and ``predicted`` (the per-row figures) and its column of
     ``totals`` (ΣFE², summed loss, correct rows), so every depth's kernel writes
@@ -538,11 +541,11 @@ def racer(hidden: int, output: int, loss: int, scale: bool, one_hidden: bool, dt
     real = np.dtype(dtype).type
 
     @njit(**JIT)
-    def train(which, rows, Wss, bss, use_bias, lrs, X, Z, Y, scalers, counts, shared, s_pre,
-              s_post, delta, sample_loss, sample_sse, predicted, actual, totals):
+    def train(which, race_index, Wss, bss, use_bias, lrs, X, Z, Y, scalers, counts, shared,
+              s_pre, s_post, delta, sample_loss, sample_sse, predicted, actual, totals):
         one = real(1.0)
         for k in which:
-            r = rows[k]
+            r = race_index[k]
             own = scale and not shared[r]  # standardise with its own statistics, row by row
             if one_hidden:
                 (W1, W2), (b1, b2) = Wss[k], bss[k]

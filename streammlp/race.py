@@ -133,13 +133,16 @@ class Race:
         window: a sample ``t`` samples old weighs ``(1 - 1/window)**t``.
     by
         ``loss`` (lowest windowed loss leads) or ``accuracy`` (highest windowed
-        accuracy, then lowest loss). A member leads until another is strictly
-        better.
+        accuracy, then lowest loss); a member whose windowed loss is NaN (it
+        diverged) ranks last either way. A member leads until another is
+        strictly better.
     threads
         Threads the members are trained in, each taking a group of members of
         about equal work (``None``: ``THREADS``, one per usable core). Members
         are independent given the rows, so the results are the same bits
-        whatever the number; small batches are trained in one thread.
+        whatever the number. A batch of fewer than ``PARALLEL_WORK /
+        work_per_row`` rows is trained in one thread (``work_per_row``: the
+        members' work per row, about, in multiply-adds).
     drift
         The test that watches the race's prequential errors (each row scored by
         the member leading before it) for concept drift; ``None``: none. A race
@@ -227,7 +230,7 @@ class Race:
         # group with its own work buffers. A group's members of each depth, as indices into
         # that depth's views: _plan[g][d]; a batch trained serially takes every member of a
         # depth in one call: _serial[d].
-        work = [_work(m) for m in members]
+        work = [_member_work(m) for m in members]
         self._groups = _groups(work, min(self.threads, len(members)))
         self._plan = [[np.flatnonzero(np.isin(ks, group)) for ks in self._depths]
                       for group in self._groups]
@@ -235,7 +238,7 @@ class Race:
         shape = (max(depths), max(max(m.layers) for m in members))
         self._buffers = [tuple(np.zeros(shape, dtype=first.dtype) for _ in range(3))
                          for _ in self._groups]
-        self._work = sum(work)
+        self.work_per_row = sum(work)  # what a batch's rows times this is, for PARALLEL_WORK
         # The race's own prequential totals: each sample scored by the member leading before it.
         self.samples = 0
         self.sse_total = 0.0
@@ -300,9 +303,9 @@ class Race:
     # -- the leader, and what a caller of one network reads from it ----------------------------
 
     def diverged(self) -> bool:
-        """Whether the leading member has diverged (see :meth:`MLP.diverged`): the race has
-        nothing left to serve. A member that diverges while others lead ranks last (its
-        loss is NaN) and stays as it would alone: the race goes on without it."""
+        """Whether the member served, the leader, has diverged (see :meth:`MLP.diverged`).
+        A member that diverges while another leads ranks last from then on (its loss is
+        NaN) and stays as it would alone: the race goes on without it."""
         return self.leader_net.diverged()
 
     @property
@@ -415,13 +418,15 @@ class Race:
                                    X, Z, Y, scalers, counts, shared, *buffers,
                                    sample_loss, sample_sse, predicted, actual, totals)
 
-        if len(self._groups) > 1 and n * self._work >= PARALLEL_WORK:
+        if len(self._groups) > 1 and n * self.work_per_row >= PARALLEL_WORK:
             # Every group writes the same classes of the targets: the others into copies.
-            others = [_pool().submit(train, self._plan[g], self._buffers[g], np.empty_like(actual))
+            others = [POOL.submit(train, self._plan[g], self._buffers[g], np.empty_like(actual))
                       for g in range(1, len(self._groups))]
-            train(self._plan[0], self._buffers[0], actual)
-            for other in others:
-                other.result()
+            try:
+                train(self._plan[0], self._buffers[0], actual)
+            finally:  # no group still writing into the members once this returns or raises
+                for other in others:
+                    other.result()
         else:
             train(self._serial, self._buffers[0], actual)
         self._weight, leader = kernels.rank(sample_loss, sample_sse, predicted, actual,
@@ -476,13 +481,13 @@ class Race:
         return ([m.mark() for m in self.members], self._figures.copy(), self._weight,
                 self.leader, self.samples, self.sse_total, self.loss_total, self.correct_total,
                 None if self.detector is None else self.detector.state.copy(),
-                self.recent_drifts, self.drift_count)
+                list(self.recent_drifts), self.drift_count)
 
     def rewind(self, mark: tuple) -> None:
         """Undo everything learned since ``mark`` (a :meth:`mark`), in place."""
         (members, figures, self._weight, self.leader, self.samples, self.sse_total,
-         self.loss_total, self.correct_total, detector, self.recent_drifts,
-         self.drift_count) = mark
+         self.loss_total, self.correct_total, detector, recent, self.drift_count) = mark
+        self.recent_drifts = list(recent)
         for m, saved in zip(self.members, members):
             m.rewind(saved)
         self._figures[...] = figures
@@ -615,26 +620,19 @@ class Race:
         return race
 
 
-_POOL: ThreadPoolExecutor | None = None
+POOL: ThreadPoolExecutor  # see _new_pool
 
 
-def _pool() -> ThreadPoolExecutor:
-    """The threads every race of this process hands its other member groups to, made on first
-    use and kept: one pool, however many races (a keyed service may hold thousands), and no
-    thread started inside a batch after the first."""
-    global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(thread_name_prefix="streammlp-race")
-    return _POOL
+def _new_pool() -> None:
+    """The threads every race of this process hands its other member groups to: one pool,
+    however many races (a keyed service may hold thousands). Its threads start on the first
+    batch shared out, and stay. A forked child has none of its parent's threads: a new pool."""
+    global POOL
+    POOL = ThreadPoolExecutor(thread_name_prefix="streammlp-race")
 
 
-def _forget_pool() -> None:
-    """A forked child has none of its parent's threads: it makes its own pool."""
-    global _POOL
-    _POOL = None
-
-
-os.register_at_fork(after_in_child=_forget_pool)
+_new_pool()
+os.register_at_fork(after_in_child=_new_pool)
 
 
 def _settings(drift: PageHinkley | None) -> dict | None:
@@ -653,7 +651,7 @@ def reseed_seed(seed: int | None, version: int) -> int:
     return int(np.random.SeedSequence([seed or 0, version]).generate_state(1, np.uint64)[0])
 
 
-def _work(member: MLP) -> int:
+def _member_work(member: MLP) -> int:
     """A member's work per row, in multiply-adds, about: its parameters, ``UNIT_WORK`` per unit
     (an activation) and ``ROW_WORK`` (the row's scaling, error and records)."""
     return member.params.size + UNIT_WORK * sum(member.layers[1:]) + ROW_WORK

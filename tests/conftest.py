@@ -91,6 +91,22 @@ def assert_continue_alike(race, loaded, X, y) -> None:
             assert np.array_equal(a.params, b.params) and np.array_equal(a._scaler, b._scaler)
 
 
+def assert_same_state(a, b, where: str = "state") -> None:
+    """Two ``state()`` dicts (a network's, a race's) hold the same values, arrays bit for bit."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_same_state(a[key], b[key], f"{where}[{key!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_state(x, y, f"{where}[{i}]")
+    elif isinstance(a, np.ndarray):
+        assert np.array_equal(a, b, equal_nan=True), where
+    else:
+        assert a == b or (a != a and b != b), where
+
+
 def assert_ranked(race, results, window: int, by: str):
     """A race's windowed figures and leaders after the batches of ``results`` against a batch
     recomputation: after every row t, the leader has the best figures of rows 0..t (on a tie it

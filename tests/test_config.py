@@ -24,16 +24,16 @@ def test_the_options_take_their_defaults_from_the_config():
 
 
 def test_a_race_takes_the_network_options_given_and_refuses_a_learning_rate(caplog):
-    from service.serve import model
+    from service.serve import fresh_model
     from streammlp import Race
 
-    served = model(parse_args(["--layers", "3,1", "--race", "--output", "identity",
+    served = fresh_model(parse_args(["--layers", "3,1", "--race", "--output", "identity",
                                "--loss", "sse", "--activation", "tanh", "--seed", "4"]))
     alone = Race.grid(3, 1, output="identity", loss="sse", activation="tanh", seed=4)
     assert served.by == alone.by == "loss"
     assert [m.spec() for m in served.members] == [m.spec() for m in alone.members]
     # Options left out are Race.grid's, not a single network's (lr 1, uniform, SSE).
-    assert [m.spec() for m in model(parse_args(["--layers", "3,1", "--race"])).members] == \
+    assert [m.spec() for m in fresh_model(parse_args(["--layers", "3,1", "--race"])).members] == \
         [m.spec() for m in Race.grid(3, 1).members]
     assert serve(["--ingest", "tcp://127.0.0.1:*", "--race", "--lr", "0.5"]) == 2
     [error] = [r.getMessage() for r in caplog.records]
@@ -41,10 +41,10 @@ def test_a_race_takes_the_network_options_given_and_refuses_a_learning_rate(capl
 
 
 def test_a_network_takes_the_options_given_and_the_seed_rule_otherwise():
-    from service.serve import model
+    from service.serve import fresh_model
 
-    assert model(parse_args([])).spec() == dict(
+    assert fresh_model(parse_args([])).spec() == dict(
         layers=[3, 4, 1], activation="logistic", output="logistic", loss="sse", lr=1.0,
         bias=True, init="uniform", seed=None, dtype="float64", scale=None)
-    net = model(parse_args(["--lr", "0.25", "--no-bias", "--init", "glorot", "--seed", "1"]))
+    net = fresh_model(parse_args(["--lr", "0.25", "--no-bias", "--init", "glorot", "--seed", "1"]))
     assert (net.lr, net.bias, net.init, net.seed) == (0.25, False, "glorot", 1)

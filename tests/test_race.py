@@ -210,3 +210,43 @@ def test_a_race_per_key_trains_on_past_its_diverging_members():
         assert alone.members[5].diverged() and served.leader == alone.leader
         for mine, theirs in zip(alone.members, served.members):
             assert np.array_equal(mine.params, theirs.params, equal_nan=True)
+
+
+def test_a_diverged_member_ranks_last_by_accuracy_too():
+    """With NaN weights a member predicts class 0 on every row: on a stream of mostly 0s that
+    is more accurate than an honest member, and it must still not lead."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(4000, 3)), (rng.random(4000) < 0.3).astype(int)
+
+    def member():
+        return MLP([3, 8, 1], output="logistic", loss="cross_entropy", lr=1.0, seed=1,
+                   scale="standard", init="glorot")
+
+    race = Race([member(), member()], by="accuracy", threads=1, drift=None)
+    race.learn(X[:1000], y[:1000])
+    race.members[0].params[:] = np.nan  # as if it had diverged while member 1 led
+    race.leader = 1
+    race.learn(X[1000:], y[1000:])
+    assert race.ew_accuracy[0] > race.ew_accuracy[1]  # the trap: more accurate, and NaN
+    assert race.leader == 1 and not race.diverged()
+
+
+def test_a_race_per_key_that_diverges_is_rewound_and_the_others_train():
+    """RaceFleet undoes a key's batch that leaves its leader diverged, whole, in place; another
+    key's rows of the same call are kept."""
+    from streammlp.fleet import RaceFleet
+    from conftest import assert_same_state
+
+    fleet = RaceFleet(lambda seed: Race.grid(3, 1, output="identity", loss="sse", seed=seed),
+                      seed=3)
+    X = np.random.default_rng(2).normal(size=(40, 3))
+    slots = np.array([fleet.slot(k) for k in ("calm", "wild")] * 20, dtype=np.int64)
+    fleet.learn_checked(X, X[:, :1], slots)
+    calm, wild = (copy.deepcopy(fleet.net(k)) for k in ("calm", "wild"))
+    Y = np.where(slots[:, None] == 1, 1e300, X[:, :1])  # finite, and blows up every member
+    result = fleet.learn_checked(X, Y, slots)
+    assert np.array_equal(result.undone, slots == 1)
+    assert fleet.net("wild") is fleet.races[1] and not fleet.net("wild").diverged()
+    assert_same_state(fleet.net("wild").state(), wild.state())
+    calm.learn(X[slots == 0], X[slots == 0, :1])
+    assert_same_state(fleet.net("calm").state(), calm.state())

@@ -17,6 +17,7 @@ Run from the repository root (about a minute)::
 
     python bench/keyed.py
     python bench/keyed.py --quick
+    python bench/keyed.py --only in-process --pairs 5
 
 Timings are printed, never asserted: machines are shared and noisy.
 """
@@ -45,6 +46,7 @@ from streammlp.fleet import Fleet  # noqa: E402
 LAYERS = [16, 32, 1]
 SPAWN = mp.get_context("spawn")
 TIMEOUT = 60.0
+PARTS = ("in-process", "service", "memory")
 
 
 def data(n: int, models: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -157,11 +159,17 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="a tenth of everything")
+    parser.add_argument("--only", choices=PARTS, action="append",
+                        help="run this part only (repeat for several; default: all)")
     args = parser.parse_args()
     scale = 10 if args.quick else 1
-    in_process(args.rows // scale, args.models, args.pairs)
-    service(args.messages // scale, args.models, args.pairs)
-    memory(100_000 // scale)
+    parts = args.only or PARTS
+    if "in-process" in parts:
+        in_process(args.rows // scale, args.models, args.pairs)
+    if "service" in parts:
+        service(args.messages // scale, args.models, args.pairs)
+    if "memory" in parts:
+        memory(100_000 // scale)
 
 
 if __name__ == "__main__":

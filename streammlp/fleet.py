@@ -223,12 +223,15 @@ class Fleet(_Keys):
         sample_loss = np.empty(n)
         predicted, actual = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
         undone = np.empty(n, dtype=np.bool_)
+        # The figures of rows trained model by model, before they are put in the rows' order
+        # (not touched, so not paged in, when each model's rows are consecutive).
+        grouped = np.empty(n), np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
         s_pre, s_post, delta = w._work
         sse = self._fleet(self.params, self.scalers, self._shapes, slots, w.bias,
                           w._lr, X, Y, s_pre, s_post, delta, sample_loss,
                           predicted, actual, self.samples, self.loss_totals, self.correct_totals,
                           self.ew_loss, self.ew_accuracy, 1.0 / self.window, w.params, w._scaler,
-                          undone)
+                          undone, *grouped)
         return FleetResult.of(float(sse), sample_loss, predicted, actual, undone)
 
     def net(self, key: str) -> MLP:

@@ -68,7 +68,8 @@ SCALE_LIMIT = 1e144
 # wider ones input by input over contiguous rows, which LLVM vectorises (same sums, same order).
 UNIT_BY_UNIT = 4
 # How many rows ahead the fleet kernel asks for the next rows of its models, scattered over
-# the batch, while it copies one (1M rows of 16 inputs: ~0.2 us a row without, ~0.07 with).
+# the batch, while it copies one, and for the next rows' figures while it puts them in row
+# order (a gather of 1M rows of 16 inputs: ~0.12 us a row without, ~0.05 with; 8 to 24 alike).
 AHEAD = 16
 
 
@@ -643,11 +644,11 @@ def _prefetch(typingctx, array, index):
                                            context.make_array(signature.args[0])(context, builder,
                                                                                  args[0]),
                                            [args[1]], wraparound=False)
-        i32 = ir.IntType(32)
+        i32, byte = ir.IntType(32), ir.IntType(8).as_pointer()  # one declaration for every dtype
         prefetch = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [pointer.type, i32, i32, i32]),
+            builder.module, ir.FunctionType(ir.VoidType(), [byte, i32, i32, i32]),
             "llvm.prefetch.p0")
-        builder.call(prefetch, [pointer, i32(0), i32(3), i32(1)])  # read, keep, data
+        builder.call(prefetch, [builder.bitcast(pointer, byte), i32(0), i32(3), i32(1)])  # read, keep, data
         return context.get_dummy_value()
 
     return types.void(array, index), codegen
@@ -655,20 +656,33 @@ def _prefetch(typingctx, array, index):
 
 @njit(**JIT)
 def group_by_model(slots, n_models):
-    """The rows' indices grouped by model (a stable counting sort of ``slots``): each model's
-    rows together, in their order; and the most rows any one model has."""
-    firsts = np.zeros(n_models + 1, np.int64)
+    """The rows grouped by model, a stable counting sort of ``slots``: ``order`` (each model's
+    rows together, in their order), ``firsts`` (model ``s``'s rows are
+    ``order[firsts[s]:firsts[s + 1]]``) and ``at`` (row ``n`` is ``order[at[n]]``)."""
+    # Model s counts in firsts[s + 2]; summed, firsts[s + 1] is where s's rows start, and
+    # placing them moves it to where they end, which is where s + 1's start.
+    firsts = np.zeros(n_models + 2, np.int64)
     for s in slots:
-        firsts[s + 1] += 1
-    most = 0
+        firsts[s + 2] += 1
     for s in range(n_models):
-        most = max(most, firsts[s + 1])
-        firsts[s + 1] += firsts[s]
-    order = np.empty(len(slots), np.int64)
+        firsts[s + 2] += firsts[s + 1]
+    order, at = np.empty(len(slots), np.int64), np.empty(len(slots), np.int64)
     for n in range(len(slots)):
-        order[firsts[slots[n]]] = n
-        firsts[slots[n]] += 1
-    return order, most
+        place = firsts[slots[n] + 1]
+        order[place], at[n] = n, place
+        firsts[slots[n] + 1] = place + 1
+    return order, firsts[:n_models + 1], at
+
+
+@njit(inline="always", **JIT)
+def _prefetch_row(a, n):
+    """Ask for every cache line of row ``n`` of ``a`` (2-d, C): its first element, one every
+    64 bytes after it and its last (a row need not start on a line: NumPy aligns arrays to
+    16 bytes, so a row of 128 bytes can straddle three lines)."""
+    step = max(64 // a.itemsize, 1)
+    for k in range(0, a.shape[1], step):
+        _prefetch(a[n], k)
+    _prefetch(a[n], a.shape[1] - 1)
 
 
 @functools.cache
@@ -679,16 +693,22 @@ def fleet_learner(hidden: int, output: int, loss: int, scale: bool, one_hidden: 
     every model; ``shapes`` the layers' ``(n_l, n_{l+1})``. Row ``n`` of ``X``
     belongs to model ``slots[n]``. The rows are taken model by model (see
     :func:`group_by_model`), so a model is fetched into cache once per call,
-    not once per row: each model's rows are copied, in order, into a small
-    buffer and trained by :func:`_learn_rows` (:func:`_learn_rows_one_hidden`
+    not once per row, and trained by :func:`_learn_rows` (:func:`_learn_rows_one_hidden`
     with ``one_hidden``) on that model's views, in place, exactly as the model
     would learn them alone, as ``MLP.learn`` would. Models are independent, so
-    every model ends as if the rows had been taken as they came.
+    every model ends as if the rows had been taken as they came. A model whose
+    rows are consecutive in ``X`` (one model, or a message of one key) learns
+    them where they are; the rows of any other are copied, in order, into a
+    small buffer first.
     ``samples[s]`` counts model ``s``'s rows (its scaler's too);
     ``loss_totals``, ``correct_totals``, ``ew_loss`` and ``ew_accuracy``
     (weight ``alpha``, NaN before any row) are its prequential figures.
     Per-row figures go to ``sample_loss``, ``predicted`` and ``actual``, in
-    the rows' order.
+    the rows' order; when some model's rows are scattered, the training writes
+    them model by model to ``grouped_loss``, ``grouped_predicted`` and
+    ``grouped_actual`` (as long as ``X``) and one pass in the rows' order reads
+    them back: writing each row's figures to its place as it is trained costs
+    a cache miss per row and array.
 
     A run that leaves one of its model's parameters non-finite is undone: the
     model (parameters, scaler, figures) is restored from ``backup`` and
@@ -704,34 +724,53 @@ def fleet_learner(hidden: int, output: int, loss: int, scale: bool, one_hidden: 
     @njit(**JIT)
     def fleet(params, scalers, shapes, slots, use_bias, lr, X, Y, s_pre, s_post, delta,
               sample_loss, predicted, actual, samples, loss_totals, correct_totals, ew_loss,
-              ew_accuracy, alpha, backup, backup_scaler, undone):
+              ew_accuracy, alpha, backup, backup_scaler, undone, grouped_loss,
+              grouped_predicted, grouped_actual):
         one = real(1.0)
-        order, longest = group_by_model(slots, params.shape[0])
+        n_models, n_rows = params.shape[0], len(slots)
+        order, firsts, at = group_by_model(slots, n_models)
+        # A run is in place when its rows are consecutive: the sort is stable, so its first
+        # and last rows are then m - 1 apart. The buffer takes the longest other run.
+        longest, scattered = 0, False
+        for s in range(n_models):
+            m = firsts[s + 1] - firsts[s]
+            if m > 0 and order[firsts[s + 1] - 1] - order[firsts[s]] != m - 1:
+                longest, scattered = max(longest, m), True
         Xr, Yr = np.empty((longest, X.shape[1]), X.dtype), np.empty((longest, Y.shape[1]), Y.dtype)
-        run_loss = np.empty(longest)
-        run_predicted, run_actual = np.empty(longest, np.int64), np.empty(longest, np.int64)
+        undone[:] = False
         sse_kept = 0.0
-        start = 0
-        while start < len(order):
-            s = slots[order[start]]
-            end = start + 1
-            while end < len(order) and slots[order[end]] == s:
-                end += 1
+        for s in range(n_models):
+            start, end = firsts[s], firsts[s + 1]
             m = end - start
-            for i in range(m):
-                # A model's rows are scattered over X: while copying one, have the row
-                # AHEAD places on loaded.
-                ahead = order[min(start + i + AHEAD, len(order) - 1)]
-                _prefetch(X[ahead], 0)
-                _prefetch(X[ahead], X.shape[1] - 1)
-                _prefetch(Y[ahead], 0)
-                # Element by element: ``Xr[i] = X[n]`` goes through Numba's array assignment
-                # (views, broadcasting, an overlap check): ~30 ms a million rows of 16, not ~18.
-                n = order[start + i]
-                for k in range(X.shape[1]):
-                    Xr[i, k] = X[n, k]
-                for k in range(Y.shape[1]):
-                    Yr[i, k] = Y[n, k]
+            if m == 0:
+                continue
+            first = order[start]
+            if order[end - 1] - first == m - 1:
+                xs, ys = X[first:first + m], Y[first:first + m]
+            else:
+                for i in range(m):
+                    # A model's rows are scattered over X: while copying one, have the row
+                    # AHEAD places on loaded.
+                    ahead = order[min(start + i + AHEAD, n_rows - 1)]
+                    _prefetch_row(X, ahead)
+                    _prefetch_row(Y, ahead)
+                    # Element by element: ``Xr[i] = X[n]`` goes through Numba's array
+                    # assignment (views, broadcasting, an overlap check): ~30 ms a million
+                    # rows of 16, not ~18.
+                    n = order[start + i]
+                    for k in range(X.shape[1]):
+                        Xr[i, k] = X[n, k]
+                    for k in range(Y.shape[1]):
+                        Yr[i, k] = Y[n, k]
+                xs, ys = Xr[:m], Yr[:m]
+            if scattered:
+                run_loss, run_predicted, run_actual = (grouped_loss[start:end],
+                                                       grouped_predicted[start:end],
+                                                       grouped_actual[start:end])
+            else:
+                run_loss, run_predicted, run_actual = (sample_loss[first:first + m],
+                                                       predicted[first:first + m],
+                                                       actual[first:first + m])
             row, scaler = params[s], scalers[s]
             backup[:] = row
             if scale:  # (without, the scaler is never read: one memory fetch less a model)
@@ -740,41 +779,51 @@ def fleet_learner(hidden: int, output: int, loss: int, scale: bool, one_hidden: 
             if one_hidden:
                 W1, b1, W2, b2 = _layers(row, X.shape[1], Y.shape[1])
                 sse = _learn_rows_one_hidden(hidden, output, loss, scale, False, W1, b1, W2, b2,
-                                             use_bias, lr, Xr[:m], Yr[:m], scaler, samples[s],
+                                             use_bias, lr, xs, ys, scaler, samples[s],
                                              s_pre, s_post, delta, run_loss, run_loss,
                                              run_predicted, run_actual, one)[0]
             else:
                 Ws, bs = _layer_views(row, shapes)
                 sse = _learn_rows(hidden, output, loss, scale, False, Ws, bs, use_bias, lr,
-                                  Xr[:m], Yr[:m], scaler, samples[s], s_pre, s_post, delta,
+                                  xs, ys, scaler, samples[s], s_pre, s_post, delta,
                                   run_loss, run_loss, run_predicted, run_actual, one)[0]
+            # The model's figures in locals: through its arrays, each row would store and
+            # load them again (the compiler cannot tell that the arrays do not overlap).
+            total, correct, ew, ew_hits = loss_totals[s], correct_totals[s], ew_loss[s], ew_accuracy[s]
             for i in range(m):
                 value = run_loss[i]
                 hit = 1.0 if run_predicted[i] == run_actual[i] else 0.0
-                loss_totals[s] += value
-                correct_totals[s] += 1 if hit else 0
-                if ew_loss[s] != ew_loss[s]:  # NaN: the model's first row
-                    ew_loss[s], ew_accuracy[s] = value, hit
+                total += value
+                correct += 1 if hit else 0
+                if ew != ew:  # NaN: the model's first row
+                    ew, ew_hits = value, hit
                 else:
-                    ew_loss[s] += alpha * (value - ew_loss[s])
-                    ew_accuracy[s] += alpha * (hit - ew_accuracy[s])
-                n = order[start + i]
-                sample_loss[n], predicted[n], actual[n] = value, run_predicted[i], run_actual[i]
+                    ew += alpha * (value - ew)
+                    ew_hits += alpha * (hit - ew_hits)
+            loss_totals[s], correct_totals[s], ew_loss[s], ew_accuracy[s] = total, correct, ew, ew_hits
             samples[s] += m
             top, raw = bits(0), row.view(bits)
             for k in range(raw.shape[0]):
                 top = max(top, raw[k] & exponent)
-            finite = top != exponent
-            if finite:
+            if top != exponent:
                 sse_kept += sse
             else:
                 row[:] = backup
                 if scale:
                     scaler[...] = backup_scaler
                 samples[s], loss_totals[s], correct_totals[s], ew_loss[s], ew_accuracy[s] = before
-            for i in range(m):
-                undone[order[start + i]] = not finite
-            start = end
+                for i in range(m):
+                    undone[order[start + i]] = True
+        if scattered:
+            for n in range(n_rows):
+                ahead = at[min(n + AHEAD, n_rows - 1)]
+                _prefetch(grouped_loss, ahead)
+                _prefetch(grouped_predicted, ahead)
+                _prefetch(grouped_actual, ahead)
+                place = at[n]
+                sample_loss[n], predicted[n], actual[n] = (grouped_loss[place],
+                                                           grouped_predicted[place],
+                                                           grouped_actual[place])
         return sse_kept
 
     return fleet

@@ -232,6 +232,7 @@ def test_fleet_in_process_equals_each_model_alone(rng):
     template = MLP([5, 7, 3, 2], lr=0.3, seed=1, dtype="float32", scale="standard", **CLASSIFIER)
     fleet = Fleet(template, seed=9)
     keys = [f"k{i}" for i in rng.integers(0, 7, 700)]
+    keys[100:150] = ["block"] * 50  # rows in a block are trained in place, the rest copied
     X = rng.normal(size=(700, 5))
     y = rng.integers(0, 2, 700)
     whole = fleet.learn(keys[:300], X[:300], y[:300])
@@ -249,6 +250,51 @@ def test_fleet_in_process_equals_each_model_alone(rng):
         np.testing.assert_array_equal(mine._scaler, net._scaler)
     again = Fleet.from_state(fleet.state())
     np.testing.assert_array_equal(again.params, fleet.params[:len(fleet)])
+
+
+def test_fleet_rows_in_place_and_scattered_in_one_call(rng):
+    # Model "block"'s rows are consecutive (trained where they lie in X), the others' are
+    # interleaved (copied first), and "wild" diverges on a consecutive block of its own: each
+    # model and each row's figures must be exactly those of the model alone. (The kernel of
+    # the diverging test below: nothing more to compile.)
+    layers = (3, 4, 1)
+    identity = dict(activation="identity", output="identity", lr=0.05)
+    fleet = Fleet(MLP(list(layers), **identity), seed=5)
+    keys = [f"k{i}" for i in rng.integers(0, 3, 60)]
+    keys[20:35] = ["block"] * 15
+    keys[40:44] = ["wild"] * 4
+    X = rng.uniform(-1, 1, (60, 3))
+    X[42] = 1e300  # finite, but its gradient overflows: "wild" goes non-finite
+    result = fleet.learn(keys, X, X[:, 0])
+    wild = np.array(keys) == "wild"
+    np.testing.assert_array_equal(result.undone, wild)
+    assert "wild" in fleet and fleet.figures(fleet.slot("wild"))["samples"] == 0
+    kept = np.flatnonzero(~wild)
+    for key in set(keys) - {"wild"}:
+        rows = [i for i, k in enumerate(keys) if k == key]
+        net = MLP(list(layers), seed=model_seed(5, key), **identity)
+        alone = net.learn(X[rows], X[rows, 0])
+        np.testing.assert_array_equal(fleet.net(key).params, net.params)
+        at = np.searchsorted(kept, rows)  # the key's rows among the rows kept
+        np.testing.assert_array_equal(result.sample_loss[at], alone.sample_loss)
+        np.testing.assert_array_equal(result.predicted[at], alone.predicted)
+        np.testing.assert_array_equal(result.actual[at], alone.actual)
+    fresh = MLP(list(layers), seed=model_seed(5, "wild"), **identity)
+    np.testing.assert_array_equal(fleet.net("wild").params, fresh.params)
+
+
+def test_a_fleet_of_one_model_learns_as_the_model(rng):
+    # One key: every row in place, no copy; the figures come back in the rows' order.
+    identity = dict(activation="identity", output="identity", lr=0.05)
+    fleet = Fleet(MLP([4, 5, 1], **identity), seed=6)
+    X = rng.uniform(-1, 1, (200, 4))
+    result = fleet.learn(["only"] * 200, X, X[:, 1])
+    net = MLP([4, 5, 1], seed=model_seed(6, "only"), **identity)
+    alone = net.learn(X, X[:, 1])
+    np.testing.assert_array_equal(fleet.net("only").params, net.params)
+    for name in ("sample_loss", "predicted", "actual"):
+        np.testing.assert_array_equal(getattr(result, name), getattr(alone, name))
+    assert result.undone is None and result.correct == alone.correct
 
 
 def test_race_fleet_in_process_equals_each_race_alone(rng):

@@ -52,9 +52,9 @@ THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 
 UNIT_WORK, ROW_WORK = 12, 300
 # Below this much work per batch (rows x every member's work per row), handing work to
 # another thread costs more than it saves: train serially. The default grid's races of 3 to 9
-# inputs break even at about 250,000 and gain 1.1-1.35x at 500,000-1,000,000, 1.45-1.55x at
-# 2,000,000 (``bench/kernels.py --part handoff``).
-PARALLEL_WORK = 500_000
+# inputs, on a quiet machine, lose at 500,000 (0.67-0.96x), gain 0.98-1.29x at 1,000,000 and
+# 1.2-1.5x at 2,000,000 (``bench/kernels.py --part handoff``, bench/README.md).
+PARALLEL_WORK = 1_000_000
 # What the members must share to run in one race (they may differ in depth, width and lr).
 SHARED = ("n_inputs", "n_outputs", "activation", "output", "loss", "bias", "dtype", "scale")
 DRIFT = PageHinkley()  # the test watching a race's errors, by default (its own defaults)

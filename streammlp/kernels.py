@@ -67,9 +67,9 @@ SCALE_LIMIT = 1e144
 # Output layers of at most this many units sum their S_preA unit by unit, in a register;
 # wider ones input by input over contiguous rows, which LLVM vectorises (same sums, same order).
 UNIT_BY_UNIT = 4
-# How many rows ahead the fleet kernel asks for the next rows of its models, scattered over
-# the batch, while it copies one, and for the next rows' figures while it puts them in row
-# order (a gather of 1M rows of 16 inputs: ~0.12 us a row without, ~0.05 with; 8 to 24 alike).
+# How many rows ahead a fleet's training asks for the next rows of its models, scattered over
+# the batch, and the fleet kernel for the next rows' figures while it puts them in row order
+# (a gather of 1M rows of 16 inputs: ~0.12 us a row without, ~0.05 with; 8 to 24 alike).
 AHEAD = 16
 
 
@@ -231,12 +231,34 @@ def _backward(Ws, bs, use_bias, hidden, lr, s_pre, s_post, delta, one):
                 b[j] -= lr * delta[l + 1, j]
 
 
-@njit(**JIT)
-def _learn_rows(hidden, output, loss, scale, keep_sse, Ws, bs, use_bias, lr, X, Y, scaler, count,
-                s_pre, s_post, delta, sample_loss, sample_sse, predicted, actual, one):
-    """Train one network on the rows of ``X`` in order, one gradient step per row.
+@njit(inline="always", **JIT)
+def _at(index, n):
+    """Where row ``n`` of a batch is in ``X`` and ``Y``: row ``n`` (``index`` None), or
+    ``index[n]``."""
+    if index is None:
+        return n
+    return index[n]
 
-    Before each step, records the prequential figures of that row's forward
+
+@njit(inline="always", **JIT)
+def _ask_ahead(index, n, X, Y):
+    """With ``index``, have the row ``AHEAD`` places on in ``index`` loaded into cache while
+    this one trains: the rows are scattered over ``X`` and ``Y`` (a fleet's model's)."""
+    if index is not None:
+        ahead = index[min(n + AHEAD, len(index) - 1)]
+        _prefetch_row(X, ahead)
+        _prefetch_row(Y, ahead)
+
+
+@njit(**JIT)
+def _learn_rows(hidden, output, loss, scale, keep_sse, Ws, bs, use_bias, lr, X, Y, index, stop,
+                scaler, count, s_pre, s_post, delta, sample_loss, sample_sse, predicted, actual,
+                one):
+    """Train one network on ``stop`` rows in order, one gradient step per row.
+
+    Row ``n`` is row ``n`` of ``X`` and ``Y`` (``index`` None), or row ``index[n]``
+    (a fleet's model, whose rows are scattered over the batch; ``index`` may go on past
+    ``stop``). Before each step, records the prequential figures of that row's forward
     pass in ``sample_loss[n]``, ``predicted[n]`` and ``actual[n]`` (classes),
     and its ΣFE² in ``sample_sse[n]`` if ``keep_sse``. Returns the batch's ΣFE²
     over rows and outputs, summed loss and rows classified right (summed as
@@ -246,17 +268,19 @@ def _learn_rows(hidden, output, loss, scale, keep_sse, Ws, bs, use_bias, lr, X, 
     """
     n_out = Y.shape[1]
     sse_total, loss_total, correct = 0.0, 0.0, 0
-    for n in range(X.shape[0]):
-        _inputs(scale, True, X, n, scaler, count + n, s_post, 0)
+    for n in range(stop):
+        _ask_ahead(index, n, X, Y)
+        m = _at(index, n)
+        _inputs(scale, True, X, m, scaler, count + n, s_post, 0)
         _forward(Ws, bs, use_bias, hidden, output, s_pre, s_post, one)
-        sse, value = _output_error(output, loss, s_pre, s_post, delta, Y, n, len(Ws), one)
+        sse, value = _output_error(output, loss, s_pre, s_post, delta, Y, m, len(Ws), one)
         sse_total += sse
         loss_total += value
         sample_loss[n] = value
         if keep_sse:
             sample_sse[n] = sse
         predicted[n] = _classify(s_post, len(Ws), n_out)
-        actual[n] = _classify(Y, n, n_out)
+        actual[n] = _classify(Y, m, n_out)
         correct += predicted[n] == actual[n]
         _backward(Ws, bs, use_bias, hidden, lr, s_pre, s_post, delta, one)
     return sse_total, loss_total, correct
@@ -291,25 +315,26 @@ def _layers(params, n_in, n_out):
 
 
 @njit(inline="always", **JIT)
-def _row(scale, X, n, scaler, count, s_pre, s_post):
-    """Where the kernels read row ``n``'s inputs: ``(array, row)``.
+def _row(scale, X, n, m, scaler, count, s_pre, s_post):
+    """Where the kernels read the inputs of a batch's row ``n``, row ``m`` of ``X`` (see
+    :func:`_at`): ``(array, row)``.
 
-    Without scaling, ``X[n]`` itself. With it, row ``n`` standardised (see
+    Without scaling, ``X[m]`` itself. With it, that row standardised (see
     :func:`_inputs`) into row 0 of ``s_post`` for an even ``n`` and of
     ``s_pre`` (otherwise unused) for an odd one, so that the previous row stays
     readable while the next is prepared.
     """
     if not scale:
-        return X, n
+        return X, m
     out = s_post if n % 2 == 0 else s_pre
-    _inputs(True, True, X, n, scaler, count + n, out, 0)
+    _inputs(True, True, X, m, scaler, count + n, out, 0)
     return out, 0
 
 
 @njit(**JIT)
 def _learn_rows_one_hidden(hidden, output, loss, scale, keep_sse, W1, b1, W2, b2, use_bias, lr,
-                           X, Y, scaler, count, s_pre, s_post, delta, sample_loss, sample_sse,
-                           predicted, actual, one):
+                           X, Y, index, stop, scaler, count, s_pre, s_post, delta, sample_loss,
+                           sample_sse, predicted, actual, one):
     """:func:`_learn_rows` written out for one hidden layer (the seed's nets): the same bits.
 
     With the two layers named, LLVM knows every loop's arrays and trip counts
@@ -323,9 +348,9 @@ def _learn_rows_one_hidden(hidden, output, loss, scale, keep_sse, W1, b1, W2, b2
     n_in, n_hid = W1.shape
     n_out = W2.shape[1]
     sse_total, loss_total, correct = 0.0, 0.0, 0
-    if X.shape[0] == 0:
+    if stop == 0:
         return sse_total, loss_total, correct
-    x, r = _row(scale, X, 0, scaler, count, s_pre, s_post)
+    x, r = _row(scale, X, 0, _at(index, 0), scaler, count, s_pre, s_post)
     # Row 0's hidden sums; each later row's are made by the previous row's W1 pass.
     for j in range(n_hid):
         s_pre[1, j] = b1[j] if use_bias else one - one
@@ -333,7 +358,9 @@ def _learn_rows_one_hidden(hidden, output, loss, scale, keep_sse, W1, b1, W2, b2
         a_i = x[r, i]
         for j in range(n_hid):
             s_pre[1, j] += a_i * W1[i, j]
-    for n in range(X.shape[0]):
+    for n in range(stop):
+        _ask_ahead(index, n, X, Y)
+        m = _at(index, n)
         _activate(hidden, s_pre, s_post, 1, n_hid, one)
         if n_out <= UNIT_BY_UNIT:
             for k in range(n_out):
@@ -349,14 +376,14 @@ def _learn_rows_one_hidden(hidden, output, loss, scale, keep_sse, W1, b1, W2, b2
                 for k in range(n_out):
                     s_pre[2, k] += a_j * W2[j, k]
         _activate(output, s_pre, s_post, 2, n_out, one)
-        sse, value = _output_error(output, loss, s_pre, s_post, delta, Y, n, 2, one)
+        sse, value = _output_error(output, loss, s_pre, s_post, delta, Y, m, 2, one)
         sse_total += sse
         loss_total += value
         sample_loss[n] = value
         if keep_sse:
             sample_sse[n] = sse
         predicted[n] = _classify(s_post, 2, n_out)
-        actual[n] = _classify(Y, n, n_out)
+        actual[n] = _classify(Y, m, n_out)
         correct += predicted[n] == actual[n]
         # Backward, as _backward: HtoO first, reading each weight before its update.
         for j in range(n_hid):
@@ -372,14 +399,14 @@ def _learn_rows_one_hidden(hidden, output, loss, scale, keep_sse, W1, b1, W2, b2
                 b2[k] -= lr * delta[2, k]
             for j in range(n_hid):
                 b1[j] -= lr * delta[1, j]
-        if n + 1 == X.shape[0]:  # the last row: update W1 alone
+        if n + 1 == stop:  # the last row: update W1 alone
             for i in range(n_in):
                 a_i = x[r, i]
                 for j in range(n_hid):
                     W1[i, j] -= lr * (delta[1, j] * a_i)  # gradient_ItoH
             break
         # Update W1 for this row and sum the next row's hidden S_preA in the same pass.
-        x_next, r_next = _row(scale, X, n + 1, scaler, count, s_pre, s_post)
+        x_next, r_next = _row(scale, X, n + 1, _at(index, n + 1), scaler, count, s_pre, s_post)
         for j in range(n_hid):
             s_pre[1, j] = b1[j] if use_bias else one - one
         for i in range(n_in):
@@ -428,9 +455,9 @@ def learner(hidden: int, output: int, loss: int, scale: bool, one_hidden: bool, 
                 return 0.0, 0.0, 0, False
             W1, b1, W2, b2 = _layers(params, X.shape[1], Y.shape[1])
             sse, loss_total, correct = _learn_rows_one_hidden(
-                hidden, output, loss, scale, False, W1, b1, W2, b2, use_bias, lr, X, Y, scaler,
-                count, s_pre, s_post, delta, sample_loss, sample_loss, predicted, actual,
-                real(1.0))
+                hidden, output, loss, scale, False, W1, b1, W2, b2, use_bias, lr, X, Y, None,
+                X.shape[0], scaler, count, s_pre, s_post, delta, sample_loss, sample_loss,
+                predicted, actual, real(1.0))
             return sse, loss_total, correct, True
 
         return learn_one_hidden
@@ -443,9 +470,9 @@ def learner(hidden: int, output: int, loss: int, scale: bool, one_hidden: bool, 
         if check and not _valid(X, Y, limit, finite):
             return 0.0, 0.0, 0, False
         sse, loss_total, correct = _learn_rows(hidden, output, loss, scale, False, Ws, bs,
-                                               use_bias, lr, X, Y, scaler, count, s_pre, s_post,
-                                               delta, sample_loss, sample_loss, predicted,
-                                               actual, real(1.0))
+                                               use_bias, lr, X, Y, None, X.shape[0], scaler,
+                                               count, s_pre, s_post, delta, sample_loss,
+                                               sample_loss, predicted, actual, real(1.0))
         return sse, loss_total, correct, True
 
     return learn
@@ -557,13 +584,13 @@ def racer(hidden: int, output: int, loss: int, scale: bool, one_hidden: bool, dt
                 (W1, W2), (b1, b2) = Wss[k], bss[k]
                 totals[0, r], totals[1, r], totals[2, r] = _learn_rows_one_hidden(
                     hidden, output, loss, own, True, W1, b1, W2, b2, use_bias, lrs[k],
-                    X if own else Z, Y, scalers[k], counts[r], s_pre, s_post, delta,
-                    sample_loss[r], sample_sse[r], predicted[r], actual, one)
+                    X if own else Z, Y, None, X.shape[0], scalers[k], counts[r], s_pre, s_post,
+                    delta, sample_loss[r], sample_sse[r], predicted[r], actual, one)
             else:
                 totals[0, r], totals[1, r], totals[2, r] = _learn_rows(
                     hidden, output, loss, own, True, Wss[k], bss[k], use_bias, lrs[k],
-                    X if own else Z, Y, scalers[k], counts[r], s_pre, s_post, delta,
-                    sample_loss[r], sample_sse[r], predicted[r], actual, one)
+                    X if own else Z, Y, None, X.shape[0], scalers[k], counts[r], s_pre, s_post,
+                    delta, sample_loss[r], sample_sse[r], predicted[r], actual, one)
 
     return train
 
@@ -696,10 +723,9 @@ def fleet_learner(hidden: int, output: int, loss: int, scale: bool, one_hidden: 
     not once per row, and trained by :func:`_learn_rows` (:func:`_learn_rows_one_hidden`
     with ``one_hidden``) on that model's views, in place, exactly as the model
     would learn them alone, as ``MLP.learn`` would. Models are independent, so
-    every model ends as if the rows had been taken as they came. A model whose
-    rows are consecutive in ``X`` (one model, or a message of one key) learns
-    them where they are; the rows of any other are copied, in order, into a
-    small buffer first.
+    every model ends as if the rows had been taken as they came. A model's
+    rows are read where they lie in ``X`` and ``Y``, in order, through the
+    grouping's ``order``, each asked for ``AHEAD`` rows before it is trained.
     ``samples[s]`` counts model ``s``'s rows (its scaler's too);
     ``loss_totals``, ``correct_totals``, ``ew_loss`` and ``ew_accuracy``
     (weight ``alpha``, NaN before any row) are its prequential figures.
@@ -729,14 +755,13 @@ def fleet_learner(hidden: int, output: int, loss: int, scale: bool, one_hidden: 
         one = real(1.0)
         n_models, n_rows = params.shape[0], len(slots)
         order, firsts, at = group_by_model(slots, n_models)
-        # A run is in place when its rows are consecutive: the sort is stable, so its first
-        # and last rows are then m - 1 apart. The buffer takes the longest other run.
-        longest, scattered = 0, False
+        # A run's rows are consecutive when its first and last are m - 1 apart (the sort is
+        # stable): then its records are written in place.
+        scattered = False
         for s in range(n_models):
             m = firsts[s + 1] - firsts[s]
             if m > 0 and order[firsts[s + 1] - 1] - order[firsts[s]] != m - 1:
-                longest, scattered = max(longest, m), True
-        Xr, Yr = np.empty((longest, X.shape[1]), X.dtype), np.empty((longest, Y.shape[1]), Y.dtype)
+                scattered = True
         undone[:] = False
         sse_kept = 0.0
         for s in range(n_models):
@@ -745,24 +770,11 @@ def fleet_learner(hidden: int, output: int, loss: int, scale: bool, one_hidden: 
             if m == 0:
                 continue
             first = order[start]
-            if order[end - 1] - first == m - 1:
-                xs, ys = X[first:first + m], Y[first:first + m]
-            else:
-                for i in range(m):
-                    # A model's rows are scattered over X: while copying one, have the row
-                    # AHEAD places on loaded.
-                    ahead = order[min(start + i + AHEAD, n_rows - 1)]
-                    _prefetch_row(X, ahead)
-                    _prefetch_row(Y, ahead)
-                    # Element by element: ``Xr[i] = X[n]`` goes through Numba's array
-                    # assignment (views, broadcasting, an overlap check): ~30 ms a million
-                    # rows of 16, not ~18.
-                    n = order[start + i]
-                    for k in range(X.shape[1]):
-                        Xr[i, k] = X[n, k]
-                    for k in range(Y.shape[1]):
-                        Yr[i, k] = Y[n, k]
-                xs, ys = Xr[:m], Yr[:m]
+            # The model's rows are read where they lie, through ``order`` from ``start`` on:
+            # the training asks for each row AHEAD rows before it needs it, past this model's
+            # last row into the next model's. (Copying them out first, as before, cost the
+            # fleet ~50 ms a million rows: a copy moves too fast for the prefetch to keep up.)
+            index = order[start:]
             if scattered:
                 run_loss, run_predicted, run_actual = (grouped_loss[start:end],
                                                        grouped_predicted[start:end],
@@ -779,13 +791,13 @@ def fleet_learner(hidden: int, output: int, loss: int, scale: bool, one_hidden: 
             if one_hidden:
                 W1, b1, W2, b2 = _layers(row, X.shape[1], Y.shape[1])
                 sse = _learn_rows_one_hidden(hidden, output, loss, scale, False, W1, b1, W2, b2,
-                                             use_bias, lr, xs, ys, scaler, samples[s],
+                                             use_bias, lr, X, Y, index, m, scaler, samples[s],
                                              s_pre, s_post, delta, run_loss, run_loss,
                                              run_predicted, run_actual, one)[0]
             else:
                 Ws, bs = _layer_views(row, shapes)
                 sse = _learn_rows(hidden, output, loss, scale, False, Ws, bs, use_bias, lr,
-                                  xs, ys, scaler, samples[s], s_pre, s_post, delta,
+                                  X, Y, index, m, scaler, samples[s], s_pre, s_post, delta,
                                   run_loss, run_loss, run_predicted, run_actual, one)[0]
             # The model's figures in locals: through its arrays, each row would store and
             # load them again (the compiler cannot tell that the arrays do not overlap).

@@ -177,7 +177,8 @@ class Fleet(_Keys):
             raise TypeError(f"template={template!r}; expected an MLP (a Race per key: RaceFleet)")
         super().__init__(template, seed, window, max_models)
         self.spec = {k: v for k, v in template.spec().items() if k != "seed"}
-        # The work model: each row's model is copied into its buffers to be trained.
+        # The work model: its checks, learning rate and work buffers serve every model (each
+        # trained on views of its own row of params).
         self._work = MLP(**self.spec)
         P, d = self._work.params.size, self._work._scaler.shape[1]
         self.params = np.zeros((0, P), dtype=self._work.params.dtype)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from itertools import product
 from typing import Sequence
@@ -425,8 +425,9 @@ class Race:
             try:
                 train(self._plan[0], self._buffers[0], actual)
             finally:  # no group still writing into the members once this returns or raises
-                for other in others:
-                    other.result()
+                wait(others)
+            for other in others:
+                other.result()  # a group's error, if any, raised here
         else:
             train(self._serial, self._buffers[0], actual)
         self._weight, leader = kernels.rank(sample_loss, sample_sse, predicted, actual,

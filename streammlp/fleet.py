@@ -46,8 +46,9 @@ class FleetResult(Prequential):
     """The prequential figures of the rows a fleet kept, and which rows it undid.
 
     A model that a call leaves diverged (a parameter non-finite; a race: its
-    leader's) is restored to its state from before the call; its rows of the call are ``undone`` (a bool per row
-    of the call, or None when nothing was) and count in no figure here: the
+    leader's) is restored to its state from before the call; its rows of the
+    call are ``undone`` (a bool per row of the call, or None when nothing was)
+    and count in no figure here: the
     per-row arrays hold the kept rows, in order. A :class:`RaceFleet`'s races
     watch themselves for drift: their ``drifts`` (row of the call, slot,
     version and members re-seeded of each, in row order; None for a

@@ -675,7 +675,8 @@ def _prefetch(typingctx, array, index):
         prefetch = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(ir.VoidType(), [byte, i32, i32, i32]),
             "llvm.prefetch.p0")
-        builder.call(prefetch, [builder.bitcast(pointer, byte), i32(0), i32(3), i32(1)])  # read, keep, data
+        # read, keep, data
+        builder.call(prefetch, [builder.bitcast(pointer, byte), i32(0), i32(3), i32(1)])
         return context.get_dummy_value()
 
     return types.void(array, index), codegen
@@ -801,7 +802,8 @@ def fleet_learner(hidden: int, output: int, loss: int, scale: bool, one_hidden: 
                                   run_loss, run_loss, run_predicted, run_actual, one)[0]
             # The model's figures in locals: through its arrays, each row would store and
             # load them again (the compiler cannot tell that the arrays do not overlap).
-            total, correct, ew, ew_hits = loss_totals[s], correct_totals[s], ew_loss[s], ew_accuracy[s]
+            total, correct = loss_totals[s], correct_totals[s]
+            ew, ew_hits = ew_loss[s], ew_accuracy[s]
             for i in range(m):
                 value = run_loss[i]
                 hit = 1.0 if run_predicted[i] == run_actual[i] else 0.0
@@ -812,7 +814,8 @@ def fleet_learner(hidden: int, output: int, loss: int, scale: bool, one_hidden: 
                 else:
                     ew += alpha * (value - ew)
                     ew_hits += alpha * (hit - ew_hits)
-            loss_totals[s], correct_totals[s], ew_loss[s], ew_accuracy[s] = total, correct, ew, ew_hits
+            loss_totals[s], correct_totals[s] = total, correct
+            ew_loss[s], ew_accuracy[s] = ew, ew_hits
             samples[s] += m
             top, raw = bits(0), row.view(bits)
             for k in range(raw.shape[0]):

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from streammlp import MLP, reference
-from conftest import CLASSIFIER
+from conftest import CLASSIFIER, assert_same_state, changing_stream
 
 # The oracle cases: (depth, activation, output, loss), depth counting weight layers. Each
 # distinct combination compiles its own kernel (~10 s on a cold cache), so there is no full
@@ -319,3 +319,18 @@ def test_check_many_gives_each_message_its_own_verdict(outputs, rng):
     good = [m for i, m in enumerate(messages) if i not in expected and m[0].dtype == np.float64]
     X2, Y2, errors2 = net.check_many(good)
     assert not errors2 and len(X2) == sum(len(x) for x, _ in good)
+
+
+def test_a_network_rewinds_in_place():
+    net = MLP([3, 4, 1], seed=0, scale="standard")
+    X, y = changing_stream()
+    net.learn(X[:500], y[:500])
+    before, weights = copy.deepcopy(net), net.weights[0]
+    mark = net.mark()
+    net.learn(X[500:900], y[500:900])
+    net.rewind(mark)
+    assert net.weights[0] is weights
+    assert_same_state(net.state(), before.state())
+    assert np.array_equal(net.learn(X[900:], y[900:]).sample_loss,
+                          before.learn(X[900:], y[900:]).sample_loss)
+    assert np.array_equal(net.params, before.params)

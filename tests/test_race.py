@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import streammlp.race as race_module
-from streammlp import MLP, Race, read
+from streammlp import MLP, Race, RaceFleet, model_seed, read
 from conftest import (CLASSIFIER, assert_continue_alike, assert_members_learn_as_alone,
-                      assert_ranked, batches)
+                      assert_ranked, assert_same_state, batches)
 
 
 # Not the full product of scaling, dtype and depth: each combination compiles a race kernel and
@@ -189,8 +189,6 @@ def test_bad_races_are_explained(members, kwargs, message):
 def test_a_race_per_key_trains_on_past_its_diverging_members():
     """Keyed races (RaceFleet) keep a batch in which a member diverges while another leads, as
     the race alone would: each key's race ends as Race.learn of that key's rows."""
-    from streammlp.fleet import RaceFleet, model_seed
-
     def make(seed):
         return Race.grid(3, 1, output="identity", loss="sse", seed=seed)
 
@@ -234,9 +232,6 @@ def test_a_diverged_member_ranks_last_by_accuracy_too():
 def test_a_race_per_key_that_diverges_is_rewound_and_the_others_train():
     """RaceFleet undoes a key's batch that leaves its leader diverged, whole, in place; another
     key's rows of the same call are kept."""
-    from streammlp.fleet import RaceFleet
-    from conftest import assert_same_state
-
     fleet = RaceFleet(lambda seed: Race.grid(3, 1, output="identity", loss="sse", seed=seed),
                       seed=3)
     X = np.random.default_rng(2).normal(size=(40, 3))

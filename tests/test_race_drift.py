@@ -8,7 +8,8 @@ import pytest
 
 from streammlp import (MLP, DriftDetector, PageHinkley, Race, RaceFleet, model_seed, read,
                        reseed_seed)
-from conftest import CHANGE, batches, changing_stream
+from conftest import (CHANGE, assert_continue_alike, assert_same_state, batches,
+                      changing_stream)
 
 # Every race here is Race.grid(3, 1): the kernels the race tests compile anyway.
 BOUND = 1_000  # rows after the change within which the drift must be reported
@@ -151,8 +152,6 @@ def test_rewinding_undoes_a_batch_and_its_drifts():
     """What a service does with a batch it refuses: mark, learn, rewind. The race is then the
     one from before the batch, its drift test and record too (a mark rewinds more than once),
     and goes on as it would have."""
-    from conftest import assert_continue_alike, assert_same_state
-
     X, y = changing_stream()
     race = Race.grid(3, 1, seed=0)
     race.learn(X[:CHANGE], y[:CHANGE])
@@ -164,19 +163,3 @@ def test_rewinding_undoes_a_batch_and_its_drifts():
         assert_same_state(race.state(), before.state())
     assert_continue_alike(race, before, X[CHANGE:], y[CHANGE:])
 
-
-def test_a_network_rewinds_in_place():
-    from conftest import assert_same_state
-
-    net = MLP([3, 4, 1], seed=0, scale="standard")
-    X, y = changing_stream()
-    net.learn(X[:500], y[:500])
-    before, weights = copy.deepcopy(net), net.weights[0]
-    mark = net.mark()
-    net.learn(X[500:900], y[500:900])
-    net.rewind(mark)
-    assert net.weights[0] is weights
-    assert_same_state(net.state(), before.state())
-    assert np.array_equal(net.learn(X[900:], y[900:]).sample_loss,
-                          before.learn(X[900:], y[900:]).sample_loss)
-    assert np.array_equal(net.params, before.params)

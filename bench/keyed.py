@@ -8,7 +8,9 @@ Prints, for 16-32-1 networks (logistic output, SSE, lr 0.1, float64):
 - through the service: one sample per message, the same rows sent to a
   ``--keyed`` service with a key per message (``--models`` keys) and to a plain
   service without keys; a producer process sends the pre-encoded messages,
-  timed until ``ping`` reports them trained; rounds alternate (target >= 0.5);
+  timed until ``ping`` reports them trained; rounds alternate (target >= 0.5).
+  Also the service process's CPU seconds a sample, with and without keys: a
+  ratio that the producer's and other jobs' share of the cores moves less;
 - memory: bytes per idle model beyond its parameters, for a fleet of 100,000
   models (tracemalloc: everything the fleet allocates, less the models'
   parameter rows; target <= 4 KB).
@@ -107,33 +109,44 @@ def service(n: int, models: int, pairs: int) -> None:
             done.get(timeout=TIMEOUT)
             sides.append((Control(s.control, timeout=TIMEOUT), go, proc))
 
-        def round_(control, go) -> float:
+        def round_(s, control, go) -> tuple[float, float]:
+            """Seconds until the service has trained ``n`` more samples, and its CPU seconds."""
             target = control.ping() + n
-            start = time.perf_counter()
+            cpu, start = cpu_seconds(s.proc.pid), time.perf_counter()
             go.put(True)
             while control.ping() < target:
                 if time.perf_counter() - start > TIMEOUT:
                     raise TimeoutError(f"the service did not train {n:,} samples in {TIMEOUT} s")
                 time.sleep(0.001)
-            return time.perf_counter() - start
+            return time.perf_counter() - start, cpu_seconds(s.proc.pid) - cpu
 
-        ratios = []
+        ratios, cpu_ratios = [], []
         try:
             for _ in range(pairs):
-                without = round_(*sides[0][:2])
-                with_keys = round_(*sides[1][:2])
+                without, cpu_without = round_(plain, *sides[0][:2])
+                with_keys, cpu_with = round_(keyed, *sides[1][:2])
                 ratios.append(without / with_keys)
+                cpu_ratios.append(cpu_without / cpu_with)
                 print(f"  without keys {n / without:10,.0f} samples/s   with {models:,} keys "
-                      f"{n / with_keys:10,.0f} samples/s   ratio {without / with_keys:.2f}",
-                      flush=True)
+                      f"{n / with_keys:10,.0f} samples/s   ratio {without / with_keys:.2f}   "
+                      f"service CPU {cpu_without / n * 1e6:.1f} / {cpu_with / n * 1e6:.1f} "
+                      f"us a sample, ratio {cpu_without / cpu_with:.2f}", flush=True)
         finally:
             for control, go, proc in sides:
                 go.put(None)
                 proc.join(10)
                 control.close()
         print(f"service, one sample per message over {models:,} keys / without keys: median "
-              f"{statistics.median(ratios):.2f} (target >= 0.5); models "
+              f"{statistics.median(ratios):.2f} (target >= 0.5); the service's CPU a sample, "
+              f"without / with keys: median {statistics.median(cpu_ratios):.2f}; models "
               f"{Control(keyed.control).stats()['models']:,}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds that process ``pid`` has used (Linux's /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()  # after the command's name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def memory(models: int) -> None:

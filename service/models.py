@@ -117,7 +117,8 @@ class OneModel:
     def version(self) -> int:
         return self.net.samples
 
-    def place(self, keys: list[str | None], rows: np.ndarray) -> tuple[None, dict[int, InputError]]:
+    def place(self, keys: list[str | None] | protocol.KeySpans, rows: np.ndarray
+              ) -> tuple[None, dict[int, InputError]]:
         """Every message goes to the one model; one that names a model (``keys[j]``) is refused."""
         return None, {j: InputError("bad_model", f"this service trains one model; the message "
                                     f"names model {key!r} (start the service with --keyed, "
@@ -197,14 +198,18 @@ class ManyModels:
     def version(self) -> int:
         return self.samples
 
-    def place(self, keys: list[str | None], rows: np.ndarray) -> tuple[np.ndarray, dict[int, InputError]]:
+    def place(self, keys: list[str | None] | protocol.KeySpans, rows: np.ndarray
+              ) -> tuple[np.ndarray, dict[int, InputError]]:
         """The slot of every row of messages of ``keys`` and ``rows`` (models created as
         needed), and the messages refused: a new key when the fleet is full."""
-        known, refused = self.fleet.slots, {}
-        slots = [known.get(key, -1) for key in keys]  # -1: a new key, or None
-        for j in [j for j, slot in enumerate(slots) if slot < 0] if min(slots, default=0) < 0 else ():
+        if isinstance(keys, protocol.KeySpans):  # a drain's: found from its bytes
+            slots = self.fleet.find(keys)
+        else:
+            slots = np.array([self.fleet.slots.get(key, -1) for key in keys], dtype=np.int64)
+        refused = {}
+        for j in np.flatnonzero(slots < 0).tolist():  # a new key, or None
             key = protocol.DEFAULT_MODEL if keys[j] is None else keys[j]
-            slot = known.get(key)
+            slot = self.fleet.slots.get(key)  # created for an earlier message of this drain?
             if slot is None:
                 try:
                     slot = self.fleet.slot(key)
@@ -214,9 +219,8 @@ class ManyModels:
                 self._publish(slot)  # version 0: before any step
             slots[j] = slot
         if refused:
-            rows = np.delete(rows, list(refused))
-            slots = [slot for j, slot in enumerate(slots) if j not in refused]
-        return np.repeat(np.array(slots, dtype=np.int64), rows), refused
+            rows, slots = np.delete(rows, list(refused)), np.delete(slots, list(refused))
+        return np.repeat(slots, rows), refused
 
     def learn(self, X: np.ndarray, Y: np.ndarray, slots: np.ndarray
               ) -> tuple[Prequential, np.ndarray | None]:

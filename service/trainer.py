@@ -300,7 +300,7 @@ class Trainer:
         except InputError:
             return False
         m = len(frames)
-        if isinstance(run.model, tuple):  # one per frame
+        if isinstance(run.model, protocol.KeySpans):  # one per frame
             keys = run.model
         elif run.model is not None or keys is None:
             keys = [run.model] * m

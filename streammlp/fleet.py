@@ -23,8 +23,9 @@ import numpy as np
 
 from . import kernels
 from .drift import NO_DRIFTS, Drifts
+from .keytable import KeyTable
 from .network import ACTIVATIONS, LOSSES, MLP, OUTPUTS, InputError, Prequential, initialise
-from .protocol import check_key
+from .protocol import KeySpans, check_key
 from .race import Race
 
 WINDOW = 1000  # samples over which each model's figures are exponentially weighted
@@ -90,7 +91,8 @@ class _Keys:
     def __init__(self, template: MLP | Race, seed: int | None, window: int, max_models: int | None):
         self.template, self.seed, self.window, self.max_models = template, seed, window, max_models
         self.keys: list[str] = []
-        self.slots: dict[str, int] = {}
+        self.slots: dict[str, int] = {}  # key -> slot, for keys as str ...
+        self.table = KeyTable()  # ... and as the bytes of a drain's frames (``find``)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -110,8 +112,20 @@ class _Keys:
                                  f"{self.max_models:,} (raise --max-models)")
             slot = self.slots[key] = len(self.keys)
             self.keys.append(key)
+            self.table.add(key)
             self._add(key)
         return slot
+
+    def find(self, keys: KeySpans) -> np.ndarray:
+        """The slot of each key of a drain's frames, found from their bytes in one compiled
+        call; -1 for a key that has no model yet (``slot`` creates it)."""
+        return self.table.lookup(keys.data, keys.firsts, keys.ends)
+
+    def _restore_keys(self, keys: list[str]) -> None:
+        """The keys of a checkpoint, in slot order (their models' state is restored apart)."""
+        self.keys, self.slots = list(keys), {k: s for s, k in enumerate(keys)}
+        self.table = KeyTable()
+        self.table.extend(self.keys)
 
     def check_inputs(self, X) -> np.ndarray:
         return self.template.check_inputs(X)
@@ -317,7 +331,7 @@ class Fleet(_Keys):
                 raise ValueError(f"fleet {name} of shape {saved.shape} does not fit {n} models "
                                  f"of {fleet._work!r}")
             setattr(fleet, name, saved.astype(old.dtype, copy=True))
-        fleet.keys, fleet.slots = keys, {k: s for s, k in enumerate(keys)}
+        fleet._restore_keys(keys)
         return fleet
 
 
@@ -407,8 +421,7 @@ class RaceFleet(_Keys):
     @classmethod
     def from_state(cls, state: dict, make_race, max_models: int | None = None) -> "RaceFleet":
         fleet = cls(make_race, seed=state["seed"], window=state["window"], max_models=max_models)
-        fleet.keys = list(state["keys"])
-        fleet.slots = {k: s for s, k in enumerate(fleet.keys)}
+        fleet._restore_keys(state["keys"])
         fleet.races = [Race.from_state(r) for r in state["races"]]
         fleet.ew_loss = [float(v) for v in state["ew_loss"]]
         fleet.ew_accuracy = [float(v) for v in state["ew_accuracy"]]

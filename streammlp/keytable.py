@@ -116,7 +116,14 @@ class KeyTable:
 
     def add(self, key: str) -> int:
         """Number the next key ``key`` (not already added) and return its number."""
-        return self.extend([key])
+        raw, s = key.encode("ascii"), self.count
+        start = int(self.offsets[s])
+        self.offsets = _room(self.offsets, s + 2)
+        self.chars = _room(self.chars, start + len(raw))
+        self.chars[start:start + len(raw)] = np.frombuffer(raw, np.uint8)
+        self.offsets[s + 1] = start + len(raw)
+        self._enter(s, s + 1)
+        return s
 
     def extend(self, keys: list[str]) -> int:
         """Number ``keys`` (none already added) in order; the first one's number."""
@@ -127,15 +134,20 @@ class KeyTable:
         self.offsets[first + 1:stop + 1] = ends
         self.chars = _room(self.chars, int(self.offsets[stop]))
         self.chars[self.offsets[first]:self.offsets[stop]] = np.frombuffer(b"".join(raw), np.uint8)
+        self._enter(first, stop)
+        return first
+
+    def _enter(self, first: int, stop: int) -> None:
+        """Enter keys ``first`` to ``stop - 1``, whose bytes are in place; over half full, the
+        table doubles (or more) and every key is entered again."""
         self.count = stop
         capacity = len(self.entries) // ENTRY
-        if 2 * stop > capacity:  # over half full: twice the entries (or more), all entered again
+        if 2 * stop > capacity:
             while 2 * stop > capacity:
                 capacity *= 2
             self.entries = np.zeros(ENTRY * capacity, dtype=np.uint64)
             first = 0
         _insert(self.entries, self.chars, self.offsets, first, stop)
-        return stop - len(raw)
 
     def lookup(self, data: np.ndarray, firsts: np.ndarray, ends: np.ndarray) -> np.ndarray:
         """The number of each key ``data[firsts[j]:ends[j]]`` (``data``: uint8), -1 for a key

@@ -3,7 +3,8 @@
 A sample's path, start to end: ``samples`` socket (PULL) -> ``Trainer._drain_samples``
 (decode and check every message, in arrival order; ``_train_alike`` does a
 drain of frames alike but for their numbers in one step) -> ``MLP.learn`` (one
-kernel call for all that arrived, one step per sample) -> ``StreamMetrics`` ->
+kernel call for all that arrived, one step per sample; keyed: ``ManyModels.place``
+finds each message's model, then one ``Fleet`` call trains them all) -> ``StreamMetrics`` ->
 ``publisher`` (PUB: ``weights``, ``metrics``, ``events``). The ``control``
 socket (ROUTER) answers ping, snapshot, stats, predict and save.
 

@@ -5,7 +5,8 @@ sample predicted before it is learned), starting afresh, with defaults and no
 per-stream tuning, side by side in one run:
 
 - **ours**: ``Race.grid(inputs, outputs, seed=0)`` (for regression
-  ``output="identity", loss="sse"``), one ``learn`` call over the whole stream
+  ``output="identity", loss="sse"``, which takes the grid's regression
+  defaults), one ``learn`` call over the whole stream
   (one exact step per row, in order) after a warm-up call on a copy, so
   compilation is not timed; also timed without its linear members
   (``linear=()``), alternately, ``PAIRS`` times: their cost, as a median of
@@ -68,7 +69,7 @@ import numpy as np
 
 from race import signal_stream, sklearn_stream  # bench/race.py: the loaders it already has
 from streammlp import Race, RaceResult, signals
-from streammlp.race import LINEAR_LRS, RESEED
+from streammlp.race import RESEED
 
 SAMPLES = 50_000  # first samples of each synthetic stream; --quick uses 10,000
 SEED = 42  # every River generator and drift stream
@@ -165,9 +166,10 @@ def streams(n: int) -> list[tuple[str, Callable[[], Stream]]]:
 
 # -- models: each gives per-row scores (correct 0/1, or absolute error) and seconds ------------
 
-def ours(stream: Stream, linear=LINEAR_LRS, reseed=RESEED, at_change: bool = False
+def ours(stream: Stream, linear=None, reseed=RESEED, at_change: bool = False
          ) -> tuple[np.ndarray, float, RaceResult]:
     """Per-row scores, seconds, and the race's result (its drifts; None in regression).
+    ``linear``: the linear members' learning rates (None: the grid's default).
     ``at_change``: the race also re-seeds at the known abrupt drift's row, as if a detector
     had found it there at once (the most re-seeding could buy)."""
     d = stream.X.shape[1]

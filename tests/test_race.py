@@ -189,8 +189,9 @@ def test_bad_races_are_explained(members, kwargs, message):
 def test_a_race_per_key_trains_on_past_its_diverging_members():
     """Keyed races (RaceFleet) keep a batch in which a member diverges while another leads, as
     the race alone would: each key's race ends as Race.learn of that key's rows."""
-    def make(seed):
-        return Race.grid(3, 1, output="identity", loss="sse", seed=seed)
+    def make(seed):  # the classifier grid's hidden members, whose lr-1 ones diverge here
+        return Race.grid(3, 1, output="identity", loss="sse", lrs=(0.05, 0.2, 1.0),
+                         hidden=(8, 32), seed=seed)
 
     rng = np.random.default_rng(1)  # rows on which member 5 (3-32-1, lr 1) of both keys diverges
     X = rng.normal(size=(300, 3))

@@ -12,7 +12,7 @@ import pytest
 
 import streammlp.race as race_module
 from streammlp import MLP, Race, read
-from streammlp.race import HIDDEN, LINEAR_LRS, LRS
+from streammlp.race import HIDDEN, LINEAR_LRS, LRS, REGRESSION_HIDDEN, REGRESSION_LINEAR_LRS
 from conftest import (assert_continue_alike, assert_members_learn_as_alone, assert_ranked,
                       batches)
 
@@ -67,6 +67,25 @@ def test_the_default_grid_has_linear_members_and_ranks_classification_by_accurac
     assert Race.grid(6, 3, by="loss").by == "loss"
     only_linear = Race.grid(6, 2, hidden=(), linear=(0.1, 0.3))
     assert [m.layers for m in only_linear.members] == [[6, 2], [6, 2]]
+
+
+def test_a_regression_race_has_its_own_grid_and_each_member_learns_as_alone(rng):
+    """Identity outputs take the regression grid (two hidden members and a linear one, at lr
+    0.02), unless a grid is given; each member learns exactly as MLP.learn alone would."""
+    race = Race.grid(6, 1, output="identity", loss="sse", seed=0)
+    assert [(m.layers, m.lr) for m in race.members] == [([6, 8, 1], 0.02), ([6, 16, 1], 0.02),
+                                                          ([6, 1], 0.02)]
+    assert len(race.members) == len(REGRESSION_HIDDEN) + len(REGRESSION_LINEAR_LRS)
+    assert all((m.output, m.loss, m.scale, m.init) == ("identity", "sse", "standard", "glorot")
+               for m in race.members)
+    assert race.by == "loss" and race.detector is None
+    given = Race.grid(6, 1, output="identity", loss="sse", lrs=LRS, hidden=HIDDEN,
+                      linear=LINEAR_LRS)
+    assert [(m.layers, m.lr) for m in given.members] == [
+        (m.layers[:-1] + [1], m.lr) for m in Race.grid(6, 3).members]  # the classifier grid's
+    X = rng.normal(size=(1500, 6)) * [1, 10, 0.1, 1, 100, 3]
+    y = 50 + X @ [3.0, -0.2, 20.0, 1.0, 0.01, 0.0] + np.sin(X[:, 0]) + rng.normal(size=1500)
+    assert_members_learn_as_alone(race, X, y)
 
 
 def linear_stream(n, d, seed):

@@ -1,5 +1,6 @@
 """The service with online input scaling (--scale) and with a race of configurations (--race)."""
 
+import copy
 import time
 
 import numpy as np
@@ -83,8 +84,12 @@ def test_race_service_serves_the_leader_and_publishes_every_member(tmp_path, rng
 
 
 def test_a_regression_race_trains_on_past_its_diverging_members(rng):
-    """--output identity --loss sse makes a regression race; its lr-1 members diverge on these
-    targets, as they would alone, and the race goes on without them: every message trains."""
+    """--output identity --loss sse makes a regression race, trained as Race.learn trains it.
+    A member that diverges (the classifier grid's lr-1 members do on these targets; the
+    regression grid's stay finite) ranks last, as it would alone, and the race goes on
+    without it: every batch trains."""
+    from service.models import OneModel
+
     X = rng.normal(size=(3000, 3))
     y = X @ [1.0, -2.0, 0.5] + 0.3 * np.sin(3 * X[:, 0]) + 0.1 * rng.normal(size=3000)
     with running_service("--layers", "3,1", "--race", "--output", "identity", "--loss", "sse",
@@ -96,11 +101,19 @@ def test_a_regression_race_trains_on_past_its_diverging_members(rng):
         snap, stats = control.snapshot(), control.stats()
     race = Race.grid(3, 1, output="identity", loss="sse", seed=2)
     race.learn(X, y)
-    assert any(m.diverged() for m in race.members) and not race.diverged()
     assert stats["rejected"] == {} and snap.member == race.leader
     leader = race.leader_net
     for mine, theirs in zip(leader.weights + leader.biases, snap.weights + snap.biases):
         np.testing.assert_array_equal(theirs, mine)
+    wild = Race.grid(3, 1, output="identity", loss="sse", lrs=(0.05, 0.2, 1.0), hidden=(8, 32),
+                     seed=2)
+    alone = copy.deepcopy(wild)
+    served = OneModel(wild, send=lambda topic, body: None)
+    for i in range(0, 3000, 100):  # the same batches, so that the totals add up alike
+        assert served.learn(X[i:i + 100], y[i:i + 100].reshape(-1, 1), None)[1] is None
+        alone.learn(X[i:i + 100], y[i:i + 100])
+    assert any(m.diverged() for m in alone.members) and not alone.diverged()
+    assert_same_state(served.net.state(), alone.state())
 
 
 def test_a_batch_that_leaves_the_leader_diverged_is_undone(rng):

@@ -5,6 +5,7 @@ import time
 
 import numpy as np
 
+from service.models import OneModel
 from streammlp import MLP, Race
 from streammlp.client import Control, Producer, Subscriber
 from conftest import assert_same_state, running_service
@@ -88,8 +89,6 @@ def test_a_regression_race_trains_on_past_its_diverging_members(rng):
     A member that diverges (the classifier grid's lr-1 members do on these targets; the
     regression grid's stay finite) ranks last, as it would alone, and the race goes on
     without it: every batch trains."""
-    from service.models import OneModel
-
     X = rng.normal(size=(3000, 3))
     y = X @ [1.0, -2.0, 0.5] + 0.3 * np.sin(3 * X[:, 0]) + 0.1 * rng.normal(size=3000)
     with running_service("--layers", "3,1", "--race", "--output", "identity", "--loss", "sse",
@@ -118,8 +117,6 @@ def test_a_regression_race_trains_on_past_its_diverging_members(rng):
 
 def test_a_batch_that_leaves_the_leader_diverged_is_undone(rng):
     """The service's guard for a race is its leader, the member served."""
-    from service.models import OneModel
-
     race = Race.grid(3, 1, output="identity", loss="sse", seed=2)
     X = rng.normal(size=(50, 3))
     race.learn(X, X[:, 0])

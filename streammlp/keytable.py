@@ -27,6 +27,7 @@ ENTRY = 4  # values an entry holds: hash, slot + 1, where its key starts and sto
 
 @njit(inline="always", **JIT)
 def _hash(data, start, stop):
+    """64-bit FNV-1a of the bytes ``data[start:stop]``."""
     h = FNV_OFFSET
     for i in range(start, stop):
         h = (h ^ np.uint64(data[i])) * FNV_PRIME

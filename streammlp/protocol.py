@@ -356,9 +356,10 @@ _MODEL_FIELD = msgpack.packb("model")  # the field name before a frame's last va
 
 class KeySpans:
     """The model keys of a drain's frames where they lie: frame ``j``'s is
-    ``data[firsts[j]:ends[j]]`` (``data``: the drain's bytes, uint8, valid while the drain's
-    buffer is; every byte one that :data:`MODEL_KEY` takes). ``keys[j]`` makes it a str, only when asked: a fleet finds
-    them all from the bytes at once (``Fleet.find``)."""
+    ``data[firsts[j]:ends[j]]`` (``data``: the drain's bytes, uint8, valid while the
+    drain's buffer is; every byte one that :data:`MODEL_KEY` takes). ``keys[j]`` makes
+    it a str, only when asked: a fleet finds them all from the bytes at once
+    (``Fleet.find``)."""
 
     __slots__ = ("data", "firsts", "ends")
 

@@ -202,6 +202,7 @@ class Fleet(_Keys):
         self.loss_totals = np.zeros(0)
         self.correct_totals = np.zeros(0, dtype=np.int64)
         self.ew_loss, self.ew_accuracy = np.zeros(0), np.zeros(0)
+        self._counts = np.zeros(0, dtype=np.int64)
         w = self._work
         self._shapes = tuple(W.shape for W in w.weights)
         self._fleet = kernels.fleet_learner(ACTIVATIONS[w.activation], OUTPUTS[w.output],
@@ -243,7 +244,9 @@ class Fleet(_Keys):
         # (not touched, so not paged in, when each model's rows are consecutive).
         grouped = np.empty(n), np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
         s_pre, s_post, delta = w._work
-        sse = self._fleet(self.params, self.scalers, self._shapes, slots, w.bias,
+        if len(self._counts) < len(self.params):  # the grouping's scratch, one 0 per model
+            self._counts = np.zeros(len(self.params), dtype=np.int64)
+        sse = self._fleet(self.params, self.scalers, self._shapes, slots, self._counts, w.bias,
                           w._lr, X, Y, s_pre, s_post, delta, sample_loss,
                           predicted, actual, self.samples, self.loss_totals, self.correct_totals,
                           self.ew_loss, self.ew_accuracy, 1.0 / self.window, w.params, w._scaler,

@@ -164,14 +164,30 @@ class DriftDetector:
     def __repr__(self) -> str:
         return f"DriftDetector({self.settings!r}, models={len(self.state)})"
 
+    @property
+    def state(self) -> np.ndarray:
+        """The test's statistics, a row per model watched (a view: writes go to the test)."""
+        return self._rows[:self._models]
+
+    @state.setter
+    def state(self, state: np.ndarray) -> None:
+        self._rows, self._models = state, len(state)
+
     def grow(self, models: int, seen=0) -> None:
         """Watch ``models`` models; the new ones start fresh, having learned ``seen`` rows
-        already (one number, or one per new model: a resumed model's samples)."""
-        old = len(self.state)
-        if models > old:
-            self.state = np.concatenate([self.state, np.zeros((models - old, WIDTH))])
-            self.state[old:, MIN] = np.inf
-            self.state[old:, SEEN] = seen
+        already (one number, or one per new model: a resumed model's samples). Room grows
+        by doubling: a keyed service grows its test a few models at a time."""
+        old = self._models
+        if models <= old:
+            return
+        if models > len(self._rows):
+            rows = np.zeros((max(models, 2 * len(self._rows)), WIDTH))
+            rows[:old] = self._rows[:old]
+            self._rows = rows
+        self._models = models
+        self.state[old:] = 0.0
+        self.state[old:, MIN] = np.inf
+        self.state[old:, SEEN] = seen
 
     def update(self, predicted: np.ndarray, actual: np.ndarray,
                slots: np.ndarray | None = None) -> Drifts:

@@ -14,6 +14,8 @@ characters.
 
 from __future__ import annotations
 
+from itertools import accumulate
+
 import numpy as np
 from numba import njit
 
@@ -117,24 +119,17 @@ class KeyTable:
 
     def add(self, key: str) -> int:
         """Number the next key ``key`` (not already added) and return its number."""
-        raw, s = key.encode("ascii"), self.count
-        start = int(self.offsets[s])
-        self.offsets = _room(self.offsets, s + 2)
-        self.chars = _room(self.chars, start + len(raw))
-        self.chars[start:start + len(raw)] = np.frombuffer(raw, np.uint8)
-        self.offsets[s + 1] = start + len(raw)
-        self._enter(s, s + 1)
-        return s
+        return self.extend([key])
 
     def extend(self, keys: list[str]) -> int:
         """Number ``keys`` (none already added) in order; the first one's number."""
-        raw = [key.encode("ascii") for key in keys]
-        first, stop = self.count, self.count + len(raw)
+        raw = "".join(keys).encode("ascii")  # ASCII: a key's length is its bytes'
+        first, stop = self.count, self.count + len(keys)
+        start = int(self.offsets[first])
         self.offsets = _room(self.offsets, stop + 1)
-        ends = self.offsets[first] + np.cumsum([len(r) for r in raw], dtype=np.int64)
-        self.offsets[first + 1:stop + 1] = ends
-        self.chars = _room(self.chars, int(self.offsets[stop]))
-        self.chars[self.offsets[first]:self.offsets[stop]] = np.frombuffer(b"".join(raw), np.uint8)
+        self.offsets[first + 1:stop + 1] = list(accumulate(map(len, keys), initial=start))[1:]
+        self.chars = _room(self.chars, start + len(raw))
+        self.chars[start:start + len(raw)] = np.frombuffer(raw, np.uint8)
         self._enter(first, stop)
         return first
 

@@ -239,12 +239,15 @@ class ManyModels:
 
     def warm_up(self) -> None:
         """Run the kernels once, on an empty fleet of the same template (not a copy of
-        this one, which may hold 100,000 models)."""
+        this one, which may hold 100,000 models), and a drain's keys' decoding and lookup."""
         fleet = self.fleet
         twin = (Fleet(fleet.template) if isinstance(fleet, Fleet) else RaceFleet(fleet.make_race))
-        X = np.zeros((1, twin.n_inputs))
-        twin.learn(["warm-up"], X, np.zeros((1, twin.n_outputs)))
+        X, Y = np.zeros((1, twin.n_inputs)), np.zeros((1, twin.n_outputs))
+        twin.learn(["warm-up"], X, Y)
         twin.predict(0, X)
+        frames = [protocol.encode_samples(X, Y, model=key) for key in ("warm-up", "up")]
+        run = protocol.FrameTemplate(frames[0]).decode(b"".join(frames), list(map(len, frames)))
+        twin.find(run.model)
 
     def publish(self, changed: bool) -> None:
         """Publish this tick's share of the models that learned (``changed`` is per model here)."""

@@ -323,7 +323,9 @@ class FrameTemplate:
         else:
             ends = np.fromiter(lengths, np.int64, m).cumsum()  # (np.cumsum of a list: 3x slower)
             starts, firsts = np.empty(m, np.int64), np.empty(m, np.int64)
-            if not _keys_fit(buffer, ends, self.key_at, _KEY_BYTE, starts, firsts):
+            keys = buffer.view()
+            keys.flags.writeable = False  # so one compiled signature reads every kind of drain
+            if not _keys_fit(keys, ends, self.key_at, _KEY_BYTE, starts, firsts):
                 return None
             # Each frame up to its key's header: rows of a window sliding over the drain (a
             # view: its rows are byte 0, 1, 2, ... of the drain, each key_at + 1 bytes long).
@@ -340,7 +342,7 @@ class FrameTemplate:
             return None
         if self.key_at == self.size:
             return self.message._replace(x=x, y=y)
-        return self.message._replace(x=x, y=y, model=KeySpans(buffer, firsts, ends))
+        return self.message._replace(x=x, y=y, model=KeySpans(keys, firsts, ends))
 
     def _stack(self, rows: np.ndarray, name: str) -> np.ndarray:
         """One payload of every frame as one array: the template's rows, m times over."""
@@ -356,8 +358,8 @@ _MODEL_FIELD = msgpack.packb("model")  # the field name before a frame's last va
 
 class KeySpans:
     """The model keys of a drain's frames where they lie: frame ``j``'s is
-    ``data[firsts[j]:ends[j]]`` (``data``: the drain's bytes, uint8, valid while the
-    drain's buffer is; every byte one that :data:`MODEL_KEY` takes). ``keys[j]`` makes
+    ``data[firsts[j]:ends[j]]`` (``data``: the drain's bytes, uint8, read-only, valid
+    while the drain's buffer is; every byte one that :data:`MODEL_KEY` takes). ``keys[j]`` makes
     it a str, only when asked: a fleet finds them all from the bytes at once
     (``Fleet.find``)."""
 

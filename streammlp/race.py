@@ -32,20 +32,20 @@ from .network import ACTIVATIONS, LOSSES, MLP, OUTPUTS, Prequential, _choose, in
 # The default grid of a classifier race (logistic or softmax outputs): widths HIDDEN x LRS, then
 # one linear member (no hidden layer) per LINEAR_LRS. Chosen on the quality suite's 16
 # classification streams (bench/quality.py; bench/README.md, "A cheaper classifier grid"): of
-# 13,650 grids ranked exactly from one race of every candidate member, these six keep every
+# 10,640 grids ranked exactly from one race of every candidate member, these six keep every
 # stream the nine-member grid (widths 8, 32 x lr 0.05, 0.2, 1; linear 0.005, 0.01, 0.05) won,
-# and its recovery after each abrupt drift, in 0.69x its time a row on Phishing and Bananas.
+# and its recovery after each abrupt drift, in 0.69-0.75x its time a row on Phishing and Bananas.
 # With standardised inputs and cross-entropy, a member at lr 3 led on 23 of 131,226 samples over
 # bench/race.py's eight streams: pure cost. The lr-1 members bring the race back after Mixed's
-# abrupt drift (557 rows; 1,061 without them, River's best 813); lr 0.2 leads Bananas and most
-# of the synthetic streams. Without lr 0.05, bands scores 0.8128 where it scored 0.8591 (the
-# 32-wide member at 0.05 led 70 % of it), still 22 points ahead of River's best.
+# abrupt drift (557 rows; 1,061 without them, River's best 813); lr 0.2 leads Bananas and
+# about half of each synthetic stream. Without lr 0.05, bands scores 0.8128 where it scored
+# 0.8591 (the 32-wide member at 0.05 led 70 % of it), still 22 points ahead of River's best.
 LRS = (0.2, 1.0)
-HIDDEN = (8, 32)  # 32 wide leads the signals streams: at 16 wide, waveforms and bands lose 5-11 points
+HIDDEN = (8, 32)  # 32 wide leads the signals streams: 16 wide costs waveforms, bands 5-11 points
 # Learning rates of the classifier grid's linear members. Strong on nearly linear, noisy
 # concepts: ranked by accuracy beside the hidden members, they took the quality suite from 15
 # to 17 of 21 streams. 0.05 leads digits, 0.005 Waveform and points; a third at 0.01 only
-# shortened RandomTree's recovery (1,334 rows against 2,861; River's best 6,204), for 1.09x
+# shortened RandomTree's recovery (1,334 rows against 2,861; River's best 6,204), for 1.03-1.11x
 # the race's time. Lower than LRS: a linear member is noisy at lr 0.2, and in regression
 # (identity output) diverged at 0.2 and up.
 LINEAR_LRS = (0.005, 0.05)

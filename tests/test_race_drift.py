@@ -63,7 +63,7 @@ def test_reseeded_members_are_fresh_networks_and_the_rest_is_untouched():
         race.learn(X[rows], y[rows])
     reseeded = race.summary()["reseeded"]
     # The three weakest by the ranking (accuracy, then loss), never the leader.
-    order = sorted(set(range(9)) - {plain.leader},
+    order = sorted(set(range(len(plain.members))) - {plain.leader},
                    key=lambda k: (-plain.ew_accuracy[k], plain.ew_loss[k], k))
     assert race.summary()["drift_versions"] == [version] and reseeded == [sorted(order[-3:])]
     for k, (member, before) in enumerate(zip(race.members, plain.members)):

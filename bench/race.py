@@ -2,9 +2,10 @@
 
 Two parts, in one run:
 
-- **Speed.** Samples/s of ``Race.grid(inputs, classes)`` (K = 9 members:
-  learning rates 0.05, 0.2, 1 x hidden widths 8, 32, and linear members at
-  0.005, 0.01, 0.05) against one network of the race's widest kind trained
+- **Speed.** Samples/s of ``Race.grid(inputs, classes)`` (its K = 6 members:
+  learning rates 0.2, 1 x hidden widths 8, 32, and linear members at 0.005,
+  0.05; figures recorded before 2026-11-30 night had 9, with lr 0.05 and a linear
+  member at 0.01) against one network of the race's widest kind trained
   alone (target: at least 0.8 x 1/K of its rate), against all K members
   trained alone one after another (the cost of racing them in one call), and
   against the same race without its linear members (their cost). Whole batches

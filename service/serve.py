@@ -300,7 +300,10 @@ def _read(path: str, model):
 
 
 def _comparable(model) -> dict:
-    """A model's kind and spec without what only sets its first weights (seed, init)."""
+    """A model's kind and spec without what only sets its first weights (seed, init). A
+    race's: what its members share (the options it was served with) and its inputs and
+    outputs, not its grid, which is the checkpoint's to keep: a checkpoint written under
+    another version's default grid resumes with its own members."""
     def strip(spec: dict) -> dict:
         return {k: v for k, v in spec.items() if k not in ("seed", "init")}
     if isinstance(model, Fleet):
@@ -309,5 +312,10 @@ def _comparable(model) -> dict:
         return {"keyed": _comparable(model.races[0] if model.races else model.template)}
     spec = model.spec()
     if isinstance(model, Race):
-        return {"race": [strip(m) for m in spec["members"]], "window": spec["window"]}
+        members = [strip(m) for m in spec["members"]]
+        shared = {k: v for k, v in members[0].items()
+                  if k not in ("layers", "lr") and all(m[k] == v for m in members)}
+        layers = members[0]["layers"]
+        return {"race": {**shared, "inputs": layers[0], "outputs": layers[-1]},
+                "window": spec["window"]}
     return strip(spec)

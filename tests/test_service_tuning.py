@@ -4,6 +4,7 @@ import copy
 import time
 
 import numpy as np
+import pytest
 
 from service.models import OneModel
 from streammlp import MLP, Race
@@ -82,6 +83,31 @@ def test_race_service_serves_the_leader_and_publishes_every_member(tmp_path, rng
     assert snap.member == race.leader
     for mine, theirs in zip(leader.weights + leader.biases, snap.weights + snap.biases):
         np.testing.assert_allclose(theirs, mine, rtol=0, atol=1e-12)
+
+
+def test_a_race_resumes_with_its_own_grid_and_only_with_its_options(tmp_path, rng):
+    """A race checkpointed under another grid (another version's defaults) resumes with its
+    own members and goes on exactly; one of other outputs or loss is refused."""
+    X, y = unscaled_stream(1200, rng)
+    race = Race.grid(3, 1, lrs=(0.5,), hidden=(4,), linear=(0.01,), seed=6)
+    race.learn(X[:1000], y[:1000])
+    ckpt = tmp_path / "race.npz"
+    race.save(ckpt)
+    args = ("--layers", "3,1", "--race", "--checkpoint", str(ckpt), "--resume")
+    with running_service(*args) as s, Control(s.control, timeout=RECV_TIMEOUT) as control:
+        assert control.ping() == 1000
+        with Producer(s.ingest) as p:
+            p.send(X[1000:], y[1000:])
+        wait_for(control, 1200)
+        snap = control.snapshot()
+    race.learn(X[1000:], y[1000:])
+    leader = race.leader_net
+    assert len(race.members) == 2 and snap.member == race.leader
+    for mine, theirs in zip(leader.weights + leader.biases, snap.weights + snap.biases):
+        np.testing.assert_array_equal(theirs, mine)
+    with pytest.raises(RuntimeError, match="does not match"):
+        with running_service(*args, "--output", "identity", "--loss", "sse"):
+            pass
 
 
 def test_a_regression_race_trains_on_past_its_diverging_members(rng):

@@ -66,23 +66,13 @@ def test_race_service_serves_the_leader_and_publishes_every_member(tmp_path, rng
         assert s.stop() == 0
     race = Race.grid(3, 1, seed=6)
     race.learn(X[:2000], y[:2000])
-    assert snap.member == race.leader == metrics["race"]["leader"]
+    assert race.leader == metrics["race"]["leader"]
     assert len(metrics["race"]["members"]) == len(race.members)
-    leader = race.members[race.leader]
-    for mine, theirs in zip(leader.weights + leader.biases, snap.weights + snap.biases):
-        np.testing.assert_allclose(theirs, mine, rtol=0, atol=1e-12)
+    assert_serves_the_leader(snap, race)
     # The race resumes from its checkpoint and goes on exactly.
-    with running_service(*args, "--resume") as s, Control(s.control, timeout=RECV_TIMEOUT) as control:
-        assert control.ping() == 2000
-        with Producer(s.ingest) as p:
-            p.send(X[2000:], y[2000:])
-        wait_for(control, 3000)
-        snap = control.snapshot()
+    snap = resume_and_send(args, X, y, 2000)
     race.learn(X[2000:], y[2000:])
-    leader = race.members[race.leader]
-    assert snap.member == race.leader
-    for mine, theirs in zip(leader.weights + leader.biases, snap.weights + snap.biases):
-        np.testing.assert_allclose(theirs, mine, rtol=0, atol=1e-12)
+    assert_serves_the_leader(snap, race)
 
 
 def test_a_race_resumes_with_its_own_grid_and_only_with_its_options(tmp_path, rng):
@@ -93,21 +83,32 @@ def test_a_race_resumes_with_its_own_grid_and_only_with_its_options(tmp_path, rn
     race.learn(X[:1000], y[:1000])
     ckpt = tmp_path / "race.npz"
     race.save(ckpt)
-    args = ("--layers", "3,1", "--race", "--checkpoint", str(ckpt), "--resume")
-    with running_service(*args) as s, Control(s.control, timeout=RECV_TIMEOUT) as control:
-        assert control.ping() == 1000
-        with Producer(s.ingest) as p:
-            p.send(X[1000:], y[1000:])
-        wait_for(control, 1200)
-        snap = control.snapshot()
+    args = ("--layers", "3,1", "--race", "--checkpoint", str(ckpt))
+    snap = resume_and_send(args, X, y, 1000)
     race.learn(X[1000:], y[1000:])
-    leader = race.leader_net
-    assert len(race.members) == 2 and snap.member == race.leader
-    for mine, theirs in zip(leader.weights + leader.biases, snap.weights + snap.biases):
-        np.testing.assert_array_equal(theirs, mine)
+    assert len(race.members) == 2
+    assert_serves_the_leader(snap, race)
     with pytest.raises(RuntimeError, match="does not match"):
-        with running_service(*args, "--output", "identity", "--loss", "sse"):
+        with running_service(*args, "--resume", "--output", "identity", "--loss", "sse"):
             pass
+
+
+def resume_and_send(args, X, y, done: int):
+    """The snapshot of the service of ``args`` resumed at ``done`` rows of ``X``, once it has
+    trained the rest."""
+    with running_service(*args, "--resume") as s, Control(s.control, timeout=RECV_TIMEOUT) as control:
+        assert control.ping() == done
+        with Producer(s.ingest) as p:
+            p.send(X[done:], y[done:])
+        wait_for(control, len(X))
+        return control.snapshot()
+
+
+def assert_serves_the_leader(snap, race):
+    leader = race.leader_net
+    assert snap.member == race.leader
+    for mine, theirs in zip(leader.weights + leader.biases, snap.weights + snap.biases):
+        np.testing.assert_allclose(theirs, mine, rtol=0, atol=1e-12)
 
 
 def test_a_regression_race_trains_on_past_its_diverging_members(rng):

@@ -663,7 +663,7 @@ def _layer_views_overload(row, shapes):
 
 
 @intrinsic
-def _prefetch(typingctx, array, index):
+def prefetch(typingctx, array, index):
     """Ask the CPU to start loading ``array[index]`` (1-d) into cache, and go on: a hint
     (LLVM's ``llvm.prefetch``), with no effect on any value."""
     def codegen(context, builder, signature, args):
@@ -672,11 +672,11 @@ def _prefetch(typingctx, array, index):
                                                                                  args[0]),
                                            [args[1]], wraparound=False)
         i32, byte = ir.IntType(32), ir.IntType(8).as_pointer()  # one declaration for every dtype
-        prefetch = cgutils.get_or_insert_function(
+        llvm_prefetch = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(ir.VoidType(), [byte, i32, i32, i32]),
             "llvm.prefetch.p0")
         # read, keep, data
-        builder.call(prefetch, [builder.bitcast(pointer, byte), i32(0), i32(3), i32(1)])
+        builder.call(llvm_prefetch, [builder.bitcast(pointer, byte), i32(0), i32(3), i32(1)])
         return context.get_dummy_value()
 
     return types.void(array, index), codegen
@@ -722,8 +722,8 @@ def _prefetch_row(a, n):
     16 bytes, so a row of 128 bytes can straddle three lines)."""
     step = max(64 // a.itemsize, 1)
     for k in range(0, a.shape[1], step):
-        _prefetch(a[n], k)
-    _prefetch(a[n], a.shape[1] - 1)
+        prefetch(a[n], k)
+    prefetch(a[n], a.shape[1] - 1)
 
 
 @functools.cache
@@ -844,9 +844,9 @@ def fleet_learner(hidden: int, output: int, loss: int, scale: bool, one_hidden: 
         if scattered:
             for n in range(n_rows):
                 ahead = at[min(n + AHEAD, n_rows - 1)]
-                _prefetch(grouped_loss, ahead)
-                _prefetch(grouped_predicted, ahead)
-                _prefetch(grouped_actual, ahead)
+                prefetch(grouped_loss, ahead)
+                prefetch(grouped_predicted, ahead)
+                prefetch(grouped_actual, ahead)
                 place = at[n]
                 sample_loss[n], predicted[n], actual[n] = (grouped_loss[place],
                                                            grouped_predicted[place],

@@ -19,7 +19,7 @@ from itertools import accumulate
 import numpy as np
 from numba import njit
 
-from .kernels import JIT, _prefetch
+from .kernels import JIT, prefetch
 
 FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 FNV_PRIME = np.uint64(0x100000001B3)
@@ -67,9 +67,9 @@ def _lookup(entries, chars, data, firsts, ends, slots):
     hashes = np.empty(len(firsts), np.uint64)
     for j in range(len(firsts)):
         hashes[j] = _hash(data, firsts[j], ends[j])
-        _prefetch(entries, ENTRY * np.int64(hashes[j] & mask))
+        prefetch(entries, ENTRY * np.int64(hashes[j] & mask))
     for j in range(len(firsts)):  # an empty entry points at 0: harmless
-        _prefetch(chars, np.int64(entries[ENTRY * np.int64(hashes[j] & mask) + 2]))
+        prefetch(chars, np.int64(entries[ENTRY * np.int64(hashes[j] & mask) + 2]))
     for j in range(len(firsts)):
         slots[j] = _find(entries, chars, hashes[j], data, firsts[j], ends[j])
 

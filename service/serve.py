@@ -18,7 +18,7 @@ import sys
 from streammlp import __version__, checkpoint, jetstream
 from streammlp.fleet import Fleet, RaceFleet
 from streammlp.network import ACTIVATIONS, DTYPES, INITS, LOSSES, MLP, OUTPUTS, read
-from streammlp.race import Race
+from streammlp.race import SHARED, Race
 
 from .config import FIELDS, TrainerConfig, option
 from .trainer import Trainer, log
@@ -310,12 +310,7 @@ def _comparable(model) -> dict:
         return {"keyed": strip(model.spec)}
     if isinstance(model, RaceFleet):  # its races, all alike (the template if it has none)
         return {"keyed": _comparable(model.races[0] if model.races else model.template)}
-    spec = model.spec()
-    if isinstance(model, Race):
-        members = [strip(m) for m in spec["members"]]
-        shared = {k: v for k, v in members[0].items()
-                  if k not in ("layers", "lr") and all(m[k] == v for m in members)}
-        layers = members[0]["layers"]
-        return {"race": {**shared, "inputs": layers[0], "outputs": layers[-1]},
-                "window": spec["window"]}
-    return strip(spec)
+    if isinstance(model, Race):  # what every member must share (race.SHARED)
+        first = model.members[0]
+        return {"race": {name: getattr(first, name) for name in SHARED}, "window": model.window}
+    return strip(model.spec())

@@ -184,8 +184,7 @@ class DriftDetector:
             rows = np.zeros((max(models, 2 * len(self._rows)), WIDTH))
             rows[:old] = self._rows[:old]
             self._rows = rows
-        self._models = models
-        self.state[old:] = 0.0
+        self._models = models  # rows past the models watched are never written: still 0
         self.state[old:, MIN] = np.inf
         self.state[old:, SEEN] = seen
 

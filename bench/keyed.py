@@ -110,7 +110,7 @@ def service(n: int, models: int, pairs: int) -> None:
                                  daemon=True)
             proc.start()
             done.get(timeout=TIMEOUT)
-            sides.append((Control(s.control, timeout=TIMEOUT), go, proc))
+            sides.append((s, Control(s.control, timeout=TIMEOUT), go, proc))
 
         def round_(s, control, go) -> tuple[float, float]:
             """Seconds until the service has trained ``n`` more samples, and its CPU seconds."""
@@ -126,8 +126,8 @@ def service(n: int, models: int, pairs: int) -> None:
         ratios, cpu_ratios = [], []
         try:
             for _ in range(pairs):
-                without, cpu_without = round_(plain, *sides[0][:2])
-                with_keys, cpu_with = round_(keyed, *sides[1][:2])
+                without, cpu_without = round_(*sides[0][:3])
+                with_keys, cpu_with = round_(*sides[1][:3])
                 ratios.append(without / with_keys)
                 cpu_ratios.append(cpu_without / cpu_with)
                 print(f"  without keys {n / without:10,.0f} samples/s   with {models:,} keys "
@@ -135,7 +135,7 @@ def service(n: int, models: int, pairs: int) -> None:
                       f"service CPU {cpu_without / n * 1e6:.1f} / {cpu_with / n * 1e6:.1f} "
                       f"us a sample, ratio {cpu_without / cpu_with:.2f}", flush=True)
         finally:
-            for control, go, proc in sides:
+            for _, control, go, proc in sides:
                 go.put(None)
                 proc.join(10)
                 control.close()

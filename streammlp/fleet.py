@@ -207,7 +207,7 @@ class Fleet(_Keys):
         self._shapes = tuple(W.shape for W in w.weights)
         self._fleet = kernels.fleet_learner(ACTIVATIONS[w.activation], OUTPUTS[w.output],
                                             LOSSES[w.loss], w.scale is not None,
-                                            len(w.layers) == 3, w.dtype)
+                                            len(w.layers) == 3, w.n_outputs == 1, w.dtype)
 
     def __repr__(self) -> str:
         return f"Fleet({len(self)} models of {self._work!r})"

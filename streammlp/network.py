@@ -174,7 +174,7 @@ class MLP:
         self._scaler = np.zeros((2, sizes[0] if scale else 0))
         self.scaler_count = 0
         self._learn = kernels.learner(ACTIVATIONS[activation], OUTPUTS[output], LOSSES[loss],
-                                      scale is not None, len(sizes) == 3, dtype)
+                                      scale is not None, len(sizes) == 3, sizes[-1] == 1, dtype)
         # The one-hidden-layer kernel takes the parameter buffer, the others the views.
         self._layout = (self.params,) if len(sizes) == 3 else (self._Ws, self._bs)
         self._predict = kernels.predictor(ACTIVATIONS[activation], OUTPUTS[output],

@@ -245,7 +245,7 @@ class Race:
         # One kernel per depth; members with one hidden layer (3 layer sizes) get their own loop.
         self._train = [kernels.racer(ACTIVATIONS[first.activation], OUTPUTS[first.output],
                                      LOSSES[first.loss], first.scale is not None, d == 3,
-                                     first.dtype) for d in depths]
+                                     first.n_outputs == 1, first.dtype) for d in depths]
         # The members in groups of about equal work, largest first, one group per thread; each
         # group with its own work buffers. A group's members of each depth, as indices into
         # that depth's views: _plan[g][d]; a batch trained serially takes every member of a

@@ -1,8 +1,10 @@
 """Numba kernels: the per-sample forward pass and backpropagation, a whole batch per call.
 
-Only arrays and scalars go in; parameters are updated in place. Every check on
-shapes, dtypes and values is done by the wrappers in ``network.py`` before a
-kernel runs, so a kernel never fails half-way through a batch.
+Only arrays and scalars go in; parameters are updated in place. A kernel never
+fails half-way through a batch: the ``learn`` kernels check their batch's
+shapes and values before any update (and their dispatcher its types, see
+:func:`learner`); the others are given arrays that the wrappers in
+``network.py`` checked.
 
 Arguments shared by the kernels:
 
@@ -21,9 +23,10 @@ Arguments shared by the kernels:
 - ``scaler``, ``count``: the online input standardisation (``scale``): rows 0 and
   1 of ``scaler`` (float64, ``(2, inputs)``) hold the running mean and sum of
   squared deviations (Welford) of the ``count`` rows seen so far. Each row is
-  scaled with the statistics of the rows *before* it, then added to them. The
-  seed's ``learn`` kernel (no scaling) takes neither; ``predict`` and the race
-  take a ``(2, 0)`` array, never read, when there is no scaling.
+  scaled with the statistics of the rows *before* it, then added to them.
+  Without scaling, ``scaler`` is a ``(2, 0)`` array, never read. The ``learn``
+  kernels read ``count`` (and the learning rate and ``use_bias``) from the net's
+  ``scalars`` (see ``SCALARS``).
 
 Nets with one hidden layer (the seed's) are trained by
 :func:`_learn_rows_one_hidden`, which takes the four arrays of its parameter
@@ -44,6 +47,7 @@ and ``W_l -= lr * gradient_l``.
 
 import functools
 
+import numba
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
@@ -64,6 +68,13 @@ BY_LOSS, BY_ACCURACY = 0, 1
 # by at most (2·limit)² a row, so it stays finite (float64) for 2**63 rows; beyond it one
 # row could make it inf, and every later standardised value of that feature 0.
 SCALE_LIMIT = 1e144
+# A net's scalars, as its learn kernel reads and updates them, in one float64 array (counts are
+# exact in it): Numba's dispatcher types and unboxes every argument of every call, an array in
+# ~80 ns, a scalar in 80-200 ns, which made them most of what a call on one row cost. The
+# learning rate, whether there are biases, the inputs and outputs, the rows the input scaler has
+# seen, and the running prequential totals (see count).
+LR, BIAS, INPUTS, OUTPUTS, COUNT, SAMPLES, SSE_TOTAL, LOSS_TOTAL, CORRECT_TOTAL = range(9)
+SCALARS = 9
 # Output layers of at most this many units sum their S_preA unit by unit, in a register;
 # wider ones input by input over contiguous rows, which LLVM vectorises (same sums, same order).
 UNIT_BY_UNIT = 4
@@ -299,6 +310,17 @@ def _valid(X, Y, x_limit, y_limit):
     return True
 
 
+@njit(inline="always", **JIT)
+def _takes(scalars, X, y, x_limit, y_limit):
+    """Whether a net with these ``scalars`` takes the batch ``X``, ``y``: at least one row of
+    its inputs, its outputs' targets for each row (``y`` flat), and values within the limits
+    (see :func:`_valid`). One pass in compiled code: cheaper than NumPy's checks on a few rows."""
+    n, n_out = X.shape[0], int(scalars[OUTPUTS])
+    if n == 0 or X.shape[1] != scalars[INPUTS] or y.size != n * n_out:
+        return False
+    return _valid(X, y.reshape((n, n_out)), x_limit, y_limit)
+
+
 @njit(**JIT)
 def _layers(params, n_in, n_out):
     """Views ``W1, b1, W2, b2`` of a one-hidden-layer net's parameter buffer ``[W1, b1, W2, b2]``.
@@ -331,7 +353,7 @@ def _row(scale, X, n, m, scaler, count, s_pre, s_post):
     return out, 0
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)  # a call would pass ~25 arguments: 0.15 µs of a one-row call
 def _learn_rows_one_hidden(hidden, output, loss, scale, keep_sse, single_output, W1, b1, W2, b2,
                            use_bias, lr, X, Y, index, stop, scaler, count, s_pre, s_post, delta,
                            sample_loss, sample_sse, predicted, actual, one):
@@ -422,64 +444,103 @@ def _learn_rows_one_hidden(hidden, output, loss, scale, keep_sse, single_output,
 
 
 @functools.cache
-def learner(hidden: int, output: int, loss: int, scale: bool, one_hidden: bool,
-            single_output: bool, dtype: str):
+def learner(hidden: int, output: int, loss: int, scale: bool, depth: int, single_output: bool,
+            dtype: str):
     """The ``learn`` kernel for these activation and loss codes, input scaling, depth and dtype.
 
     The codes are constants of each specialisation, so LLVM drops the branches
     on them from the per-sample loop (about 25 % faster on small nets), and so
-    is the scalar type, so float32 maths stays float32. Each is compiled on
-    first use and cached on disk like any ``cache=True`` function. Without
-    ``scale``, ``scaler`` is a ``(2, 0)`` array that is never read.
+    is the scalar type, so float32 maths stays float32. Without ``scale``,
+    ``scaler`` is a ``(2, 0)`` array that is never read.
 
-    ``one_hidden``: the kernel for nets with one hidden layer (``single_output``: and one
-    output unit, a constant of the kernel),
-    ``learn(params, use_bias, lr, X, Y, scaler, count, work, sample_loss,
-    predicted, actual, check)``, which takes the parameter buffer itself (see
-    :func:`_layers`); otherwise ``learn(Ws, bs, ...)`` with the tuples of
-    views (see the module docstring). ``work`` holds ``s_pre``, ``s_post`` and
-    ``delta``: fewer arguments make a call on one row cheaper. Both return the batch's ΣFE²,
-    summed loss and correct rows, and True; or, with ``check``, ``(0, 0, 0,
-    False)`` and nothing changed if a value of ``X`` or ``Y`` is not one the
-    net takes (see :func:`_valid`): one pass over the batch in compiled code
-    costs less than the NumPy checks, for a call on a few rows.
+    ``depth`` (layer sizes, inputs included) 3, one hidden layer (``single_output``: and one
+    output unit, a constant of the kernel): ``learn(params, scalars, scaler, work, X, y,
+    records)``, which takes the parameter buffer itself (see :func:`_layers`);
+    any other depth: ``learn(Ws, bs, scalars, ...)`` with the tuples of views
+    (see the module docstring). ``scalars`` is the net's (see ``SCALARS``),
+    ``work`` holds ``s_pre``, ``s_post`` and ``delta``, ``y`` the targets
+    flat, ``(rows · outputs,)``, and ``records`` gets the per-row records
+    (see :func:`_records`). Both return True, the batch's ΣFE², summed loss
+    and correct rows, and the first row's predicted and actual class; or
+    False and nothing changed if the batch is not one the net takes (see
+    :func:`_takes`).
+
+    Each kernel is compiled (or loaded from the disk cache) for exactly the
+    argument types the net passes, and compiles nothing else: other arrays
+    (another dtype, not C-contiguous, read-only) raise ``TypeError`` at the
+    call, so the caller can check and convert them without a pause to compile,
+    and needs no check of its own for arrays already as the kernel takes them
+    (on a call of one row, such checks in Python cost more than the training).
     """
     real = np.dtype(dtype).type
-
     finite = float(np.finfo(dtype).max)  # the largest finite value
     limit = SCALE_LIMIT if scale else finite  # the largest |input| taken
 
-    if one_hidden:
+    if depth == 3:
         @njit(**JIT)
-        def learn_one_hidden(params, use_bias, lr, X, Y, scaler, count, work, sample_loss,
-                             predicted, actual, check):
+        def learn_one_hidden(params, scalars, scaler, work, X, y, records):
             """Train on the rows of ``X`` in order (see :func:`_learn_rows_one_hidden`)."""
-            s_pre, s_post, delta = work[0], work[1], work[2]
-            if check and not _valid(X, Y, limit, finite):
-                return 0.0, 0.0, 0, False
+            if not _takes(scalars, X, y, limit, finite):
+                return False, 0.0, 0.0, 0, 0, 0
+            Y = y.reshape((X.shape[0], int(scalars[OUTPUTS])))
             W1, b1, W2, b2 = _layers(params, X.shape[1], Y.shape[1])
+            sample_loss, predicted, actual = _records(records)
             sse, loss_total, correct = _learn_rows_one_hidden(
-                hidden, output, loss, scale, False, single_output, W1, b1, W2, b2, use_bias, lr,
-                X, Y, None, X.shape[0], scaler, count, s_pre, s_post, delta, sample_loss,
-                sample_loss, predicted, actual, real(1.0))
-            return sse, loss_total, correct, True
+                hidden, output, loss, scale, False, single_output, W1, b1, W2, b2,
+                scalars[BIAS] != 0, real(scalars[LR]), X, Y, None, X.shape[0], scaler,
+                int(scalars[COUNT]), work[0], work[1], work[2], sample_loss, sample_loss,
+                predicted, actual, real(1.0))
+            count(scalars, X.shape[0], sse, loss_total, correct, scale)
+            return True, sse, loss_total, correct, predicted[0], actual[0]
 
-        return learn_one_hidden
+        kernel, layout = learn_one_hidden, (_array(dtype, 1),)
+    else:
+        @njit(**JIT)
+        def learn(Ws, bs, scalars, scaler, work, X, y, records):
+            """Train on the rows of ``X`` in order (see :func:`_learn_rows`)."""
+            if not _takes(scalars, X, y, limit, finite):
+                return False, 0.0, 0.0, 0, 0, 0
+            Y = y.reshape((X.shape[0], int(scalars[OUTPUTS])))
+            sample_loss, predicted, actual = _records(records)
+            sse, loss_total, correct = _learn_rows(
+                hidden, output, loss, scale, False, Ws, bs, scalars[BIAS] != 0,
+                real(scalars[LR]), X, Y, None, X.shape[0], scaler, int(scalars[COUNT]),
+                work[0], work[1], work[2], sample_loss, sample_loss, predicted, actual,
+                real(1.0))
+            count(scalars, X.shape[0], sse, loss_total, correct, scale)
+            return True, sse, loss_total, correct, predicted[0], actual[0]
 
-    @njit(**JIT)
-    def learn(Ws, bs, use_bias, lr, X, Y, scaler, count, work, sample_loss, predicted, actual,
-              check):
-        """Train on the rows of ``X`` in order (see :func:`_learn_rows`)."""
-        s_pre, s_post, delta = work[0], work[1], work[2]
-        if check and not _valid(X, Y, limit, finite):
-            return 0.0, 0.0, 0, False
-        sse, loss_total, correct = _learn_rows(hidden, output, loss, scale, False, Ws, bs,
-                                               use_bias, lr, X, Y, None, X.shape[0], scaler,
-                                               count, s_pre, s_post, delta, sample_loss,
-                                               sample_loss, predicted, actual, real(1.0))
-        return sse, loss_total, correct, True
+        kernel = learn
+        layout = (types.UniTuple(_array(dtype, 2), depth - 1),
+                  types.UniTuple(_array(dtype, 1), depth - 1))
+    kernel.compile(layout + (_array("float64", 1), _array("float64", 2), _array(dtype, 3),
+                             _array(dtype, 2), _array(dtype, 1), _array("int64", 2)))
+    kernel.disable_compile()
+    return kernel
 
-    return learn
+
+@njit(**JIT)
+def count(scalars, n, sse, loss, correct, scale):
+    """Count a learned batch of ``n`` rows in a net's ``scalars``: its running totals, and its
+    scaler's rows if it has one (``scale``)."""
+    scalars[SAMPLES] += n
+    scalars[SSE_TOTAL] += sse
+    scalars[LOSS_TOTAL] += loss
+    scalars[CORRECT_TOTAL] += correct
+    if scale:
+        scalars[COUNT] += n
+
+
+@njit(inline="always", **JIT)
+def _records(records):
+    """The per-row records ``sample_loss`` (float64), ``predicted`` and ``actual`` (classes) in
+    the rows of one ``(3, rows)`` int64 array, the loss as its bits: one argument, not three."""
+    return records[0].view(np.float64), records[1], records[2]
+
+
+def _array(dtype: str, ndim: int) -> types.Array:
+    """Numba's type of a writeable C-contiguous array of ``dtype``, as ``typeof`` gives it."""
+    return types.Array(numba.from_dtype(np.dtype(dtype)), ndim, "C")
 
 
 @njit(inline="always", **JIT)

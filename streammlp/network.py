@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
@@ -34,12 +35,15 @@ class InputError(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Prequential:
     """Test-then-train figures of one batch, from each row's forward pass before its update.
 
     ``loss`` is the objective the gradient descends: ½·ΣFE² for ``sse``,
     −ΣT·log p for cross-entropy. ``sse`` is ΣFE² whatever the loss.
+
+    Slots, not frozen: a frozen dataclass sets each field through
+    ``object.__setattr__``, which cost a call of one row more than its training.
     """
 
     n: int
@@ -49,23 +53,23 @@ class Prequential:
     sample_loss: np.ndarray  # (n,) loss of each row
     predicted: np.ndarray  # (n,) class predicted for each row
     actual: np.ndarray  # (n,) class of each row's target
+    # A one-row result's records as numbers (loss, predicted, actual), its arrays unset until
+    # first read (see __getattr__): making three arrays cost such a call more than its training.
+    _row: tuple | None = field(default=None, kw_only=True, repr=False, compare=False)
 
     @property
     def accuracy(self) -> float:
         return self.correct / self.n
 
-    @classmethod
-    def _of(cls, n: int, sse: float, loss: float, correct: int, sample_loss: np.ndarray,
-            predicted: np.ndarray, actual: np.ndarray) -> "Prequential":
-        """The same as the constructor, in a third of the time: a frozen dataclass sets each
-        field through ``object.__setattr__`` (~1 µs on a call of one row); this fills the
-        instance's dict item by item (faster than ``dict.update`` with keywords)."""
-        result = object.__new__(cls)
-        fields = result.__dict__
-        fields["n"], fields["sse"], fields["loss"], fields["correct"] = n, sse, loss, correct
-        fields["sample_loss"], fields["predicted"], fields["actual"] = (sample_loss, predicted,
-                                                                       actual)
-        return result
+    def __getattr__(self, name: str) -> np.ndarray:
+        """A one-row result's records, made when first read (called for unset fields only)."""
+        if name not in ("sample_loss", "predicted", "actual") or self._row is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        loss, predicted, actual = self._row
+        self.sample_loss = np.array([loss])
+        self.predicted = np.array([predicted], dtype=np.int64)
+        self.actual = np.array([actual], dtype=np.int64)
+        return getattr(self, name)
 
 
 def initialise(weights: Sequence[np.ndarray], init: str, seed: int | None) -> None:
@@ -75,6 +79,20 @@ def initialise(weights: Sequence[np.ndarray], init: str, seed: int | None) -> No
     for W in weights:
         limit = 1.0 if init == "uniform" else np.sqrt(6.0 / (W.shape[0] + W.shape[1]))
         W[...] = rng.uniform(-limit, limit, W.shape)
+
+
+class _Scalar:
+    """A number a net keeps in its ``_scalars`` (see ``kernels.SCALARS``), where its learn
+    kernel reads and updates it; read and set as an attribute of the net."""
+
+    def __init__(self, index: int, kind: type) -> None:
+        self.index, self.kind = index, kind
+
+    def __get__(self, net: "MLP | None", owner: type | None = None):
+        return self if net is None else self.kind(net._scalars[self.index])
+
+    def __set__(self, net: "MLP", value: float) -> None:
+        net._scalars[self.index] = value
 
 
 class MLP:
@@ -132,6 +150,14 @@ class MLP:
     (2000, (3,))
     """
 
+    # The running prequential totals over everything learned so far, and the rows the input
+    # scaler has seen (0 without ``scale``).
+    samples = _Scalar(kernels.SAMPLES, int)
+    sse_total = _Scalar(kernels.SSE_TOTAL, float)
+    loss_total = _Scalar(kernels.LOSS_TOTAL, float)
+    correct_total = _Scalar(kernels.CORRECT_TOTAL, int)
+    scaler_count = _Scalar(kernels.COUNT, int)
+
     def __init__(self, layers: Sequence[int], activation: str = "logistic", output: str = "logistic",
                  loss: str = "sse", lr: float = 0.1, bias: bool = True, init: str = "uniform",
                  seed: int | None = None, dtype: str = "float64", scale: str | None = None) -> None:
@@ -153,8 +179,10 @@ class MLP:
         self.layers = sizes
         self.activation, self.output, self.loss = activation, output, loss
         self.bias, self.init, self.seed, self.dtype = bool(bias), init, seed, dtype
-        self.lr = lr
         self.scale = scale
+        self._scalars = np.zeros(kernels.SCALARS)  # what the learn kernel reads (see there)
+        self._scalars[[kernels.BIAS, kernels.INPUTS, kernels.OUTPUTS]] = bias, sizes[0], sizes[-1]
+        self.lr = lr
 
         # One parameter buffer [W_0, b_0, W_1, b_1, ...]; weights and biases are views into it.
         self.params = np.zeros(sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:])), dtype=dtype)
@@ -172,18 +200,14 @@ class MLP:
         # The input scaler: rows 0 and 1 hold the running mean and the sum of squared
         # deviations (Welford) of each input, in float64; (2, 0) when not scaling.
         self._scaler = np.zeros((2, sizes[0] if scale else 0))
-        self.scaler_count = 0
-        self._learn = kernels.learner(ACTIVATIONS[activation], OUTPUTS[output], LOSSES[loss],
-                                      scale is not None, len(sizes) == 3, sizes[-1] == 1, dtype)
-        # The one-hidden-layer kernel takes the parameter buffer, the others the views.
-        self._layout = (self.params,) if len(sizes) == 3 else (self._Ws, self._bs)
+        # Where a call of one row has its records written (see Prequential._row).
+        self._row_records = np.empty((3, 1), dtype=np.int64)
+        # The learn kernel's arguments before the batch's: the one-hidden-layer kernel takes the
+        # parameter buffer, the others the views.
+        self._state = ((self.params,) if len(sizes) == 3 else (self._Ws, self._bs)) + (
+            self._scalars, self._scaler, self._work)
         self._predict = kernels.predictor(ACTIVATIONS[activation], OUTPUTS[output],
                                           scale is not None, dtype)
-        # Running prequential totals over everything learned so far.
-        self.samples = 0
-        self.sse_total = 0.0
-        self.loss_total = 0.0
-        self.correct_total = 0
 
     def __repr__(self) -> str:
         return (f"MLP({self.layers}, activation={self.activation!r}, output={self.output!r}, "
@@ -224,7 +248,8 @@ class MLP:
         if not np.isfinite(lr) or lr <= 0:
             raise ValueError(f"lr={lr}; expected a finite positive learning rate")
         self._lr_value = float(lr)
-        self._lr = np.dtype(self.dtype).type(lr)  # as the kernels take it, made once
+        self._lr = np.dtype(self.dtype).type(lr)  # as the fleet's kernel takes it, made once
+        self._scalars[kernels.LR] = lr
 
     def spec(self) -> dict:
         """The constructor arguments, enough to rebuild the same architecture."""
@@ -234,6 +259,14 @@ class MLP:
 
     # -- training and prediction -------------------------------------------------------------
 
+    @functools.cached_property
+    def _learn(self):
+        """The learn kernel, compiled (or loaded from the disk cache) on first use: a race's
+        members and a fleet's template net never learn alone."""
+        return kernels.learner(ACTIVATIONS[self.activation], OUTPUTS[self.output],
+                               LOSSES[self.loss], self.scale is not None, len(self.layers),
+                               self.layers[-1] == 1, self.dtype)
+
     def learn(self, X, y) -> Prequential:
         """Train on the rows of ``X`` strictly in order, one gradient step per row.
 
@@ -242,38 +275,49 @@ class MLP:
         before the first update: bad input raises ``ValueError`` and leaves the
         model unchanged. Returns the batch's prequential figures.
         """
-        # Arrays already as the kernel takes them skip the NumPy checks: the kernel checks
-        # their values in one pass before any update, which costs less on a few rows.
-        Y = _ready(X, y, self.layers[0], self.layers[-1], self.params.dtype)
-        if Y is None:
-            X = self.check_inputs(X)
-            return self._train(X, self.check_targets(y, len(X)), False)
-        result = self._train(X, Y, True)
-        if result is None:  # a value the net does not take: the checks say which, and raise
-            self.check_inputs(X)
-            self.check_targets(y, len(X))
-            raise RuntimeError("the kernel refused values that check_inputs and check_targets "
-                               "accept; please report this")  # never: the checks agree
-        return result
+        # Arrays as the kernel takes them go straight to it: its dispatcher checks their types,
+        # and the kernel their shapes and values, in one compiled pass before any update. On a
+        # call of a few rows, that costs less than NumPy's checks. Anything else is checked and
+        # converted here first.
+        if type(X) is np.ndarray and type(y) is np.ndarray:
+            # (a float64 array's dtype is NumPy's one float64 dtype object)
+            if y.dtype is self.params.dtype and y.ndim == 1 and self.layers[-1] == 1:
+                flat = y  # as the kernel takes targets: it checks their number and values
+            else:
+                flat = _flat_targets(y, self.layers[-1], self.params.dtype)
+            if flat is not None:
+                try:
+                    result = self._train(X, flat)
+                except TypeError:  # not the arrays the kernel was compiled for
+                    result = None
+                if result is not None:
+                    return result
+        X = self.check_inputs(X)  # bad input raises here, with what is wrong
+        return self.learn_checked(X, self.check_targets(y, len(X)))
 
     def learn_checked(self, X: np.ndarray, Y: np.ndarray) -> Prequential:
         """:meth:`learn` for arrays that :meth:`check_inputs` and :meth:`check_targets` returned."""
-        return self._train(X, Y, False)
+        result = self._train(X, Y.reshape(-1))
+        if result is None:  # never: the checks and the kernel agree
+            raise RuntimeError("the kernel refused a batch that check_inputs and check_targets "
+                               "accepted; please report this")
+        return result
 
-    def _train(self, X: np.ndarray, Y: np.ndarray, check: bool) -> Prequential | None:
-        """Run the kernel on kernel-ready arrays; None, with nothing changed, if ``check`` finds
-        a value the net does not take."""
+    def _train(self, X: np.ndarray, y: np.ndarray) -> Prequential | None:
+        """Run the kernel on ``X`` and flat targets ``y``; None, with nothing changed, if it does
+        not take them (see ``kernels.learner``)."""
         n = len(X)
-        sample_loss = np.empty(n)
-        predicted = np.empty(n, dtype=np.int64)
-        actual = np.empty(n, dtype=np.int64)
-        sse, loss, correct, ok = self._learn(
-            *self._layout, self.bias, self._lr, X, Y, self._scaler,
-            self.scaler_count, self._work, sample_loss, predicted, actual, check)
+        records = self._row_records if n == 1 else np.empty((3, n), dtype=np.int64)
+        ok, sse, loss, correct, predicted, actual = self._learn(*self._state, X, y, records)
         if not ok:
             return None
-        self._add(n, sse, loss, correct)
-        return Prequential._of(n, sse, loss, correct, sample_loss, predicted, actual)
+        if n == 1:  # the records as numbers (see Prequential._row)
+            result = object.__new__(Prequential)
+            result.n, result.sse, result.loss, result.correct = 1, sse, loss, correct
+            result._row = (loss, predicted, actual)
+            return result
+        return Prequential(n, sse, loss, correct, records[0].view(np.float64), records[1],
+                           records[2])
 
     def mark(self) -> tuple:
         """What learning changes (parameters, scaler, counters), for :meth:`rewind`: a
@@ -293,13 +337,9 @@ class MLP:
         return not np.isfinite(self.params).all()
 
     def _add(self, n: int, sse: float, loss: float, correct: int) -> None:
-        """Count a learned batch of ``n`` rows in the running totals (and the scaler's rows)."""
-        self.samples += n
-        self.sse_total += sse
-        self.loss_total += loss
-        self.correct_total += correct
-        if self.scale:
-            self.scaler_count += n
+        """Count a batch of ``n`` rows learned elsewhere (by a race) in the running totals, as
+        :meth:`learn`'s kernel counts its own (and the scaler's rows)."""
+        kernels.count(self._scalars, n, sse, loss, correct, self.scale is not None)
 
     def predict(self, X) -> np.ndarray:
         """Outputs S_postA,O of every row, shape ``(n, outputs)``; no training."""
@@ -497,24 +537,16 @@ def _kernel_ready(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return a
 
 
-def _ready(X, y, width: int, outputs: int, dtype: np.dtype) -> np.ndarray | None:
-    """``y`` as the kernels take targets, ``(n, outputs)``, if ``X`` is a non-empty ``(n,
-    width)`` array and both are as the kernels take them (see :func:`_kernel_ready`), so that
-    only their values remain to be checked; None otherwise. ``y`` of shape ``(n,)`` is
-    reshaped for one output, or taken as int64 class labels (one-hot) for several."""
-    if type(X) is not np.ndarray or type(y) is not np.ndarray or X.dtype != dtype:
-        return None
-    n = len(X)
-    # carray: C order and writeable, as the compiled code was built for (else it compiles again)
-    if not n or X.shape != (n, width) or not X.flags.carray or not y.flags.carray:
-        return None
-    if y.dtype == dtype:
-        if y.shape == (n, outputs):
-            return y
-        return y.reshape(n, 1) if y.shape == (n,) and outputs == 1 else None
-    if y.dtype == np.int64 and y.shape == (n,) and outputs > 1:
-        Y = np.zeros((n, outputs), dtype=dtype)
-        return Y if kernels.one_hot(y, Y) < 0 else None
+def _flat_targets(y: np.ndarray, outputs: int, dtype: np.dtype) -> np.ndarray | None:
+    """``y`` flat, as the kernels take targets, if it can be without a check: ``(n, outputs)``
+    targets of ``dtype`` (the kernel checks ``n`` and the values), or int64 class labels for
+    several outputs, made one-hot here; None for anything else."""
+    if y.dtype is dtype:
+        return y.reshape(-1) if y.ndim == 2 and y.shape[1] == outputs else None
+    # carray: C order and writeable, as one_hot was compiled for (else it compiles again)
+    if y.dtype == np.int64 and y.ndim == 1 and outputs > 1 and y.flags.carray:
+        Y = np.zeros((len(y), outputs), dtype=dtype)
+        return Y.reshape(-1) if kernels.one_hot(y, Y) < 0 else None
     return None
 
 

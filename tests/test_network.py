@@ -208,6 +208,9 @@ BAD_INPUTS = [
                                                                       np.uint64), 3, "float64"),
     ("integer class labels", np.zeros((4, 3)), np.array([0.0, 1.0, 2.0, 0.0]), 3, "float64"),
     ("y has shape \\(4, 2\\)", np.zeros((4, 3)), np.zeros((4, 2)), 3, "float64"),
+    # as many targets as rows x outputs, in the net's dtype, but not (rows, outputs)
+    ("y has shape \\(1, 4\\) for 4 rows", np.zeros((4, 3)), np.zeros((1, 4)), 1, "float64"),
+    ("y has shape \\(12,\\) for 4 rows", np.zeros((4, 3)), np.zeros(12), 3, "float64"),
     ("not a rectangular array", [[1, 2, 3], [1, 2]], [0, 1], 1, "float64"),
     # finite in float64, infinite once cast to the net's float32
     ("X has NaN or Inf in row 0", np.full((1, 3), 1e300), np.zeros(1), 1, "float32"),
@@ -272,16 +275,41 @@ def test_a_deep_copy_is_an_independent_network(rng):
     assert np.array_equal(net.params, twin.params)
 
 
-def test_read_only_input_uses_the_compiled_kernels(rng):
-    """Arrays decoded from frames are read-only; they must not make Numba compile anew."""
-    net = MLP([3, 4, 1], seed=0)
+def test_arrays_the_kernel_was_not_compiled_for_are_converted_not_compiled_for(rng):
+    """Arrays decoded from frames are read-only, and others come in any order or dtype: they
+    are learned as the same values in the net's own arrays, without compiling anew."""
+    net, twin = MLP([3, 4, 1], seed=0), MLP([3, 4, 1], seed=0)
     X = rng.uniform(-1, 1, (10, 3))
-    net.learn(X, X[:, 0])
+    read_only = X.copy()
+    read_only.flags.writeable = False
     signatures = len(net._learn.signatures)
-    X.flags.writeable = False
-    net.learn(X, X[:, 0])
-    net.predict(X)
-    assert len(net._learn.signatures) == signatures
+    for other in (read_only, np.asfortranarray(X), X.astype(np.float32), (X > 0).astype(int)):
+        y = other[:, 0].copy()
+        net.learn(other, y)
+        twin.learn(np.ascontiguousarray(other, dtype=np.float64), y.astype(np.float64))
+    net.predict(read_only)
+    assert len(net._learn.signatures) == signatures == 1
+    assert np.array_equal(net.params, twin.params)
+
+
+@pytest.mark.parametrize("layers", [[3, 4, 1], [3, 5, 3], [3, 4, 4, 1]])
+def test_calls_of_one_row_learn_as_one_batch(layers, rng):
+    """A call of one row keeps its records as numbers until they are read: they, the weights
+    and the totals are those of the same rows in one call."""
+    one_call, row_by_row = MLP(layers, seed=0), MLP(layers, seed=0)
+    X = rng.uniform(-1, 1, (60, 3))
+    y = rng.integers(0, layers[-1], 60) if layers[-1] > 1 else (X[:, 0] > 0).astype(float)
+    whole = one_call.learn(X, y)
+    rows = [row_by_row.learn(X[i:i + 1], y[i:i + 1]) for i in range(60)]
+    assert np.array_equal(one_call.params, row_by_row.params)
+    rows[0] = copy.deepcopy(rows[0])  # a result copied before its records were read
+    for name in ("sample_loss", "predicted", "actual"):
+        assert np.array_equal(np.concatenate([getattr(r, name) for r in rows]),
+                              getattr(whole, name))
+    assert sum(r.correct for r in rows) == whole.correct == row_by_row.correct_total
+    assert row_by_row.samples == one_call.samples == 60
+    assert row_by_row.loss_total == pytest.approx(one_call.loss_total, rel=1e-12)
+    assert [r.loss for r in rows] == whole.sample_loss.tolist()
 
 
 def messages_for(outputs, rng):

@@ -200,6 +200,9 @@ class MLP:
         # The input scaler: rows 0 and 1 hold the running mean and the sum of squared
         # deviations (Welford) of each input, in float64; (2, 0) when not scaling.
         self._scaler = np.zeros((2, sizes[0] if scale else 0))
+        # The dtype of 1-D targets that go to the kernel as they are: the net's, with one output
+        # (a float64 array's dtype is NumPy's one float64 dtype object, so ``is`` compares).
+        self._flat_dtype = self.params.dtype if sizes[-1] == 1 else None
         # Where a call of one row has its records written (see Prequential._row).
         self._row_records = np.empty((3, 1), dtype=np.int64)
         # The learn kernel's arguments before the batch's: the one-hidden-layer kernel takes the
@@ -280,8 +283,7 @@ class MLP:
         # call of a few rows, that costs less than NumPy's checks. Anything else is checked and
         # converted here first.
         if type(X) is np.ndarray and type(y) is np.ndarray:
-            # (a float64 array's dtype is NumPy's one float64 dtype object)
-            if y.dtype is self.params.dtype and y.ndim == 1 and self.layers[-1] == 1:
+            if y.dtype is self._flat_dtype and y.ndim == 1:
                 flat = y  # as the kernel takes targets: it checks their number and values
             else:
                 flat = _flat_targets(y, self.layers[-1], self.params.dtype)

@@ -185,7 +185,7 @@ class MLP:
         self.lr = lr
 
         # One parameter buffer [W_0, b_0, W_1, b_1, ...]; weights and biases are views into it.
-        self.params = np.zeros(sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:])), dtype=dtype)
+        self.params = _aligned_zeros(sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:])), dtype)
         self.weights, self.biases, at = [], [], 0
         for n_in, n_out in zip(sizes[:-1], sizes[1:]):
             self.weights.append(self.params[at:at + n_in * n_out].reshape(n_in, n_out))
@@ -195,7 +195,8 @@ class MLP:
         initialise(self.weights, init, seed)
         # What the kernels take: tuples of the views, work buffers with a row per layer.
         self._Ws, self._bs = tuple(self.weights), tuple(self.biases)
-        self._work = np.zeros((3, len(sizes), max(sizes)), dtype=dtype)  # s_pre, s_post, delta
+        self._work = _aligned_zeros(3 * len(sizes) * max(sizes), dtype).reshape(
+            3, len(sizes), max(sizes))  # s_pre, s_post, delta
         self._s_pre, self._s_post = self._work[0], self._work[1]  # what predict takes
         # The input scaler: rows 0 and 1 hold the running mean and the sum of squared
         # deviations (Welford) of each input, in float64; (2, 0) when not scaling.
@@ -523,6 +524,16 @@ def _as_numeric(name: str, a) -> np.ndarray:
     if a.dtype.kind not in "biuf":
         raise InputError("dtype", f"{name} has dtype {a.dtype}; expected real numbers (bool, int or float)")
     return a
+
+
+def _aligned_zeros(n: int, dtype: str) -> np.ndarray:
+    """``n`` zeros of ``dtype`` from an address that is a multiple of 64, a cache line: NumPy
+    gives 16, and a 64-128-10 net whose weights started mid-line learned 10-15 % slower (its
+    rows of 512-bit loads and stores each crossed a line)."""
+    itemsize = np.dtype(dtype).itemsize
+    raw = np.zeros(n + 64 // itemsize, dtype=dtype)
+    start = (-raw.ctypes.data % 64) // itemsize
+    return raw[start:start + n]
 
 
 def _kernel_ready(a: np.ndarray, dtype: np.dtype) -> np.ndarray:

@@ -32,8 +32,8 @@ in float64 and float32, it prints:
   threads against 1 on fresh copies, which goes first alternating; each batch's
   work (rows x ``Race.work_per_row``, what ``PARALLEL_WORK`` counts) beside the
   ratio;
-- compile time: making a net and its first ``learn`` call (the kernel is
-  compiled as the net is made) in a fresh process with an empty Numba cache (``NUMBA_CACHE_DIR`` a new temporary directory), then in a
+- compile time: the first ``learn`` call in a fresh process with an empty
+  Numba cache (``NUMBA_CACHE_DIR`` a new temporary directory), then in a
   second fresh process that reuses that cache.
 
 Run from the repository root (about a minute; ``--quick`` takes a few seconds)::
@@ -71,16 +71,15 @@ SIZES = ([3, 4, 1], [16, 32, 1], [64, 128, 10], [256, 512, 10])
 DTYPES = ("float64", "float32")
 LR = 0.1
 SECONDS = 0.3  # target duration of one timing; --quick uses 0.01
-# Run in a fresh interpreter: prints the seconds of making a net and its first learn call (the
-# kernel is compiled, or loaded from the cache, as the net is made) per dtype in argv.
+# Run in a fresh interpreter: prints the seconds of the first learn call per dtype in argv.
 FIRST_CALL = """
 import sys, time
 import numpy as np
 from streammlp import MLP
 for dtype in sys.argv[1:]:
-    X = np.zeros((1, 3), dtype)
+    net, X = MLP([3, 4, 1], dtype=dtype), np.zeros((1, 3), dtype)
     start = time.perf_counter()
-    MLP([3, 4, 1], dtype=dtype).learn(X, X[:, 0])
+    net.learn(X, X[:, 0])
     print(time.perf_counter() - start)
 """
 
@@ -364,7 +363,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as cache_dir:
             cold, warm = first_calls(cache_dir, dtypes), first_calls(cache_dir, dtypes)
         for dtype, c, w in zip(dtypes, cold, warm):
-            print(f"a net and its first learn call, {dtype}: {c:.2f} s with an empty Numba cache, "
+            print(f"first learn call, {dtype}: {c:.2f} s with an empty Numba cache, "
                   f"{w:.3f} s reusing it (cache=True hit)")
 
 

@@ -181,7 +181,8 @@ class MLP:
         self.bias, self.init, self.seed, self.dtype = bool(bias), init, seed, dtype
         self.scale = scale
         self._scalars = np.zeros(kernels.SCALARS)  # what the learn kernel reads (see there)
-        self._scalars[[kernels.BIAS, kernels.INPUTS, kernels.OUTPUTS]] = bias, sizes[0], sizes[-1]
+        self._scalars[[kernels.BIAS, kernels.INPUTS, kernels.OUTPUTS]] = (self.bias, sizes[0],
+                                                                         sizes[-1])
         self.lr = lr
 
         # One parameter buffer [W_0, b_0, W_1, b_1, ...]; weights and biases are views into it.

@@ -42,7 +42,7 @@ def model_seed(seed: int | None, key: str) -> int:
     return int.from_bytes(digest, "little")
 
 
-@dataclass(slots=True)
+@dataclass
 class FleetResult(Prequential):
     """The prequential figures of the rows a fleet kept, and which rows it undid.
 

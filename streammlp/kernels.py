@@ -3,8 +3,7 @@
 Only arrays and scalars go in; parameters are updated in place. A kernel never
 fails half-way through a batch: the ``learn`` kernels check their batch's
 shapes and values before any update (and their dispatcher its types, see
-:func:`learner`); the others are given arrays that the wrappers in
-``network.py`` checked.
+:func:`learner`); the others are given checked arrays by their callers.
 
 Arguments shared by the kernels:
 
@@ -69,7 +68,7 @@ BY_LOSS, BY_ACCURACY = 0, 1
 # row could make it inf, and every later standardised value of that feature 0.
 SCALE_LIMIT = 1e144
 # A net's scalars, as its learn kernel reads and updates them, in one float64 array (counts are
-# exact in it): Numba's dispatcher types and unboxes every argument of every call, an array in
+# exact in it up to 2**53): Numba's dispatcher types and unboxes every argument of every call, an array in
 # ~80 ns, a scalar in 80-200 ns, which made them most of what a call on one row cost. The
 # learning rate, whether there are biases, the inputs and outputs, the rows the input scaler has
 # seen, and the running prequential totals (see count).
@@ -470,7 +469,9 @@ def learner(hidden: int, output: int, loss: int, scale: bool, depth: int, single
     (another dtype, not C-contiguous, read-only) raise ``TypeError`` at the
     call, so the caller can check and convert them without a pause to compile,
     and needs no check of its own for arrays already as the kernel takes them
-    (on a call of one row, such checks in Python cost more than the training).
+    (on a call of one row, such checks in Python cost more than the training),
+    but one: the dispatcher does not tell byte orders apart, so the caller
+    passes only arrays of the net's own dtype.
     """
     real = np.dtype(dtype).type
     finite = float(np.finfo(dtype).max)  # the largest finite value

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Sequence
 
 import numpy as np
 
@@ -35,14 +35,14 @@ class InputError(ValueError):
         self.reason = reason
 
 
-@dataclass(slots=True)
+@dataclass
 class Prequential:
     """Test-then-train figures of one batch, from each row's forward pass before its update.
 
     ``loss`` is the objective the gradient descends: ½·ΣFE² for ``sse``,
     −ΣT·log p for cross-entropy. ``sse`` is ΣFE² whatever the loss.
 
-    Slots, not frozen: a frozen dataclass sets each field through
+    Not frozen: a frozen dataclass sets each field through
     ``object.__setattr__``, which cost a call of one row more than its training.
     """
 
@@ -55,7 +55,8 @@ class Prequential:
     actual: np.ndarray  # (n,) class of each row's target
     # A one-row result's records as numbers (loss, predicted, actual), its arrays unset until
     # first read (see __getattr__): making three arrays cost such a call more than its training.
-    _row: tuple | None = field(default=None, kw_only=True, repr=False, compare=False)
+    # Not a field: the results of batches have none.
+    _row: ClassVar[tuple | None] = None
 
     @property
     def accuracy(self) -> float:
@@ -150,8 +151,9 @@ class MLP:
     (2000, (3,))
     """
 
-    # The running prequential totals over everything learned so far, and the rows the input
-    # scaler has seen (0 without ``scale``).
+    # Whether every non-input unit has a bias, the running prequential totals over everything
+    # learned so far, and the rows the input scaler has seen (0 without ``scale``).
+    bias = _Scalar(kernels.BIAS, bool)
     samples = _Scalar(kernels.SAMPLES, int)
     sse_total = _Scalar(kernels.SSE_TOTAL, float)
     loss_total = _Scalar(kernels.LOSS_TOTAL, float)
@@ -178,11 +180,10 @@ class MLP:
         _choose("scale", scale, (None,) + SCALES)
         self.layers = sizes
         self.activation, self.output, self.loss = activation, output, loss
-        self.bias, self.init, self.seed, self.dtype = bool(bias), init, seed, dtype
-        self.scale = scale
         self._scalars = np.zeros(kernels.SCALARS)  # what the learn kernel reads (see there)
-        self._scalars[[kernels.BIAS, kernels.INPUTS, kernels.OUTPUTS]] = (self.bias, sizes[0],
-                                                                         sizes[-1])
+        self._scalars[[kernels.INPUTS, kernels.OUTPUTS]] = sizes[0], sizes[-1]
+        self.bias, self.init, self.seed, self.dtype = bias, init, seed, dtype
+        self.scale = scale
         self.lr = lr
 
         # One parameter buffer [W_0, b_0, W_1, b_1, ...]; weights and biases are views into it.
@@ -202,8 +203,9 @@ class MLP:
         # The input scaler: rows 0 and 1 hold the running mean and the sum of squared
         # deviations (Welford) of each input, in float64; (2, 0) when not scaling.
         self._scaler = np.zeros((2, sizes[0] if scale else 0))
-        # The dtype of 1-D targets that go to the kernel as they are: the net's, with one output
-        # (a float64 array's dtype is NumPy's one float64 dtype object, so ``is`` compares).
+        # The dtype of 1-D targets that go to the kernel as they are: the net's, with one output.
+        # (``learn`` compares dtypes with ``is``: an array of float64 has NumPy's one float64
+        # dtype object, unless it was unpickled; then it takes the checks, right but slower.)
         self._flat_dtype = self.params.dtype if sizes[-1] == 1 else None
         # Where a call of one row has its records written (see Prequential._row).
         self._row_records = np.empty((3, 1), dtype=np.int64)
@@ -284,7 +286,8 @@ class MLP:
         # and the kernel their shapes and values, in one compiled pass before any update. On a
         # call of a few rows, that costs less than NumPy's checks. Anything else is checked and
         # converted here first.
-        if type(X) is np.ndarray and type(y) is np.ndarray:
+        # (Numba's dispatcher does not tell byte orders apart: hence the check of X's dtype.)
+        if type(X) is np.ndarray and type(y) is np.ndarray and X.dtype is self.params.dtype:
             if y.dtype is self._flat_dtype and y.ndim == 1:
                 flat = y  # as the kernel takes targets: it checks their number and values
             else:
@@ -541,7 +544,8 @@ def _kernel_ready(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """``a`` as a writable C-contiguous array of ``dtype``, as the compiled kernels were built for.
 
     A read-only array (``np.frombuffer`` over a received frame) is another type
-    to Numba: passing one would compile the kernels again, a pause of seconds.
+    to Numba: passing one would compile ``predict``'s kernel again, a pause of
+    seconds (the learn kernels refuse it, see ``kernels.learner``).
     """
     if a.dtype != dtype:
         with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf: caught later

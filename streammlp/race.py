@@ -86,7 +86,7 @@ RECENT_DRIFTS = 16  # drifts a race keeps for summary(): the latest
 PASS = 4096
 
 
-@dataclass(slots=True)
+@dataclass
 class RaceResult(Prequential):
     """The race's prequential figures of one batch, and every member's.
 

@@ -1,6 +1,7 @@
 """MLP against independent oracles: finite differences and the plain NumPy reference."""
 
 import copy
+import pickle
 
 import numpy as np
 import pytest
@@ -276,17 +277,22 @@ def test_a_deep_copy_is_an_independent_network(rng):
 
 
 def test_arrays_the_kernel_was_not_compiled_for_are_converted_not_compiled_for(rng):
-    """Arrays decoded from frames are read-only, and others come in any order or dtype: they
-    are learned as the same values in the net's own arrays, without compiling anew."""
+    """Arrays decoded from frames are read-only, and others come in any order, byte order,
+    alignment or dtype: they are learned as the same values as the net's own arrays, without
+    compiling anew."""
     net, twin = MLP([3, 4, 1], seed=0), MLP([3, 4, 1], seed=0)
     X = rng.uniform(-1, 1, (10, 3))
     read_only = X.copy()
     read_only.flags.writeable = False
     signatures = len(net._learn.signatures)
-    for other in (read_only, np.asfortranarray(X), X.astype(np.float32), (X > 0).astype(int)):
-        y = other[:, 0].copy()
+    unaligned = np.ndarray(X.shape, X.dtype, buffer=bytearray(X.nbytes + 1), offset=1)
+    unaligned[...] = X
+    net.predict(unaligned)  # Numba's dispatcher then takes X.astype(">f8") for its type
+    for other in (read_only, np.asfortranarray(X), X.astype(np.float32), (X > 0).astype(int),
+                  X.astype(">f8"), unaligned):
+        y = np.array(other[:, 0], dtype=np.float64)  # targets as the kernel takes them
         net.learn(other, y)
-        twin.learn(np.ascontiguousarray(other, dtype=np.float64), y.astype(np.float64))
+        twin.learn(np.ascontiguousarray(other, dtype=np.float64), y)
     net.predict(read_only)
     assert len(net._learn.signatures) == signatures == 1
     assert np.array_equal(net.params, twin.params)
@@ -310,6 +316,16 @@ def test_calls_of_one_row_learn_as_one_batch(layers, rng):
     assert row_by_row.samples == one_call.samples == 60
     assert row_by_row.loss_total == pytest.approx(one_call.loss_total, rel=1e-12)
     assert [r.loss for r in rows] == whole.sample_loss.tolist()
+    assert pickle.loads(pickle.dumps(rows[1], protocol=0)).predicted == rows[1].predicted
+
+
+def test_a_net_without_biases_set_after_it_was_made_leaves_them_at_zero(rng):
+    net = MLP([3, 4, 1], seed=0)
+    net.bias = False
+    X = rng.uniform(-1, 1, (20, 3))
+    net.learn(X, X[:, 0])
+    net.learn(X[:1], X[:1, 0])
+    assert not any(b.any() for b in net.biases)
 
 
 def messages_for(outputs, rng):

@@ -68,10 +68,10 @@ BY_LOSS, BY_ACCURACY = 0, 1
 # row could make it inf, and every later standardised value of that feature 0.
 SCALE_LIMIT = 1e144
 # A net's scalars, as its learn kernel reads and updates them, in one float64 array (counts are
-# exact in it up to 2**53): Numba's dispatcher types and unboxes every argument of every call, an array in
-# ~80 ns, a scalar in 80-200 ns, which made them most of what a call on one row cost. The
-# learning rate, whether there are biases, the inputs and outputs, the rows the input scaler has
-# seen, and the running prequential totals (see count).
+# exact in it up to 2**53): Numba's dispatcher types and unboxes every argument of every call,
+# an array in ~80 ns, a scalar in 80-200 ns, which made them most of what a call on one row
+# cost. The learning rate, whether there are biases, the inputs and outputs, the rows the input
+# scaler has seen, and the running prequential totals (see count).
 LR, BIAS, INPUTS, OUTPUTS, COUNT, SAMPLES, SSE_TOTAL, LOSS_TOTAL, CORRECT_TOTAL = range(9)
 SCALARS = 9
 # Output layers of at most this many units sum their S_preA unit by unit, in a register;
